@@ -1,0 +1,171 @@
+"""The `labkit` command: each step headless, for people, pipelines and other tools.
+
+Contract (DESIGN.md): with --json a command prints one JSON object on stdout; a user error
+exits non-zero with one line on stderr (a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from labkit import __version__
+from labkit.config import Config, load_config
+from labkit.errors import LabError
+
+EXIT_USER_ERROR = 2
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def _cmd_size(args: argparse.Namespace, cfg: Config) -> int:
+    from labkit import sizing
+
+    catalogue = sizing.load_catalogue(args.plans_file) if args.plans_file else None
+    report = sizing.size(
+        args.model,
+        plan=args.plan,
+        gpus=args.gpus,
+        gpu_memory_gib=args.gpu_memory_gib,
+        tp=args.tp,
+        dtype=args.dtype,
+        kv_cache_dtype=args.kv_cache_dtype,
+        max_model_len=args.max_model_len,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        weights_gib=args.weights_gib,
+        activation_gib=args.activation_gib,
+        non_torch_gib=args.non_torch_gib,
+        kv_cache_gib=args.kv_cache_gib,
+        block_size=args.block_size,
+        revision=args.revision,
+        token=cfg.hf_token.get_secret_value() if cfg.hf_token else None,
+        catalogue=catalogue,
+    )
+    _emit(args, report.to_dict(), report.to_text())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    from labkit.run import run_lab
+
+    report = run_lab(cfg, out_dir=args.out, only=args.only, progress=not args.json)
+    text = "\n".join(f"{n.status:6} {n.seconds:7.1f}s  {n.notebook}" for n in report.notebooks)
+    _emit(args, report.to_dict(), f"{text}\nexecuted notebooks and report.md in {report.out_dir}")
+    return 0
+
+
+def _cmd_local(args: argparse.Namespace, cfg: Config) -> int:
+    from labkit.local import services
+
+    action = {"up": services.up, "down": services.down, "status": services.status}[args.action]
+    rows = action(cfg, progress=not args.json) if args.action == "up" else action(cfg)
+    text = "\n".join(f"{s.name:9} {'ok' if s.healthy else 'DOWN':5} {s.url}  {s.detail}" for s in rows)
+    _emit(args, {"services": [s.to_dict() for s in rows]}, text)
+    return 0 if args.action == "down" or all(s.healthy for s in rows) else 1
+
+
+def _cmd_config(args: argparse.Namespace, cfg: Config) -> int:
+    data = cfg.public()
+    _emit(args, data, "\n".join(f"{k:24} {'' if v is None else v}" for k, v in data.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept separate so --help text is testable)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--profile", choices=["local", "aicore"], help="override LABKIT_PROFILE")
+
+    parser = argparse.ArgumentParser(
+        prog="labkit",
+        description="Take an open LLM to a measured vLLM endpoint on SAP AI Core, one step at a time.",
+        epilog="Settings come from options, then LABKIT_* variables, then .env. See README.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"labkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    size = sub.add_parser(
+        "size",
+        parents=[common],
+        help="will a model fit a resource plan, and with which vLLM settings (step 01)",
+        description="Size a model against AI Core resource plans the way vLLM accounts memory.",
+    )
+    size.add_argument("model", help="Hub repo id, model folder, or path to a config.json")
+    size.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    where = size.add_mutually_exclusive_group()
+    where.add_argument("--plan", help="resource plan name (default: every plan, smallest that fits)")
+    where.add_argument("--gpus", type=int, help="size for N GPUs of --gpu-memory-gib instead of a plan")
+    size.add_argument("--gpu-memory-gib", type=float, help="usable memory per GPU, with --gpus")
+    size.add_argument("--tp", type=int, help="tensor-parallel size (default: the plan's GPU count)")
+    size.add_argument("--dtype", default="auto", help="vLLM --dtype: auto, half, bfloat16, float32")
+    size.add_argument("--kv-cache-dtype", default="auto", help="vLLM --kv-cache-dtype: auto, fp8, ...")
+    size.add_argument("--max-model-len", type=int, help="vLLM --max-model-len (default: the model's)")
+    size.add_argument("--max-num-batched-tokens", type=int, help="vLLM --max-num-batched-tokens")
+    size.add_argument(
+        "--gpu-memory-utilization", type=float, default=0.9, help="vLLM --gpu-memory-utilization"
+    )
+    size.add_argument("--weights-gib", type=float, help="measured weights per model (override)")
+    size.add_argument("--activation-gib", type=float, help="measured peak activation (override)")
+    size.add_argument("--non-torch-gib", type=float, help="measured non-torch memory (override)")
+    size.add_argument(
+        "--kv-cache-gib",
+        type=float,
+        help="fixed KV cache per GPU (vLLM --kv-cache-memory-bytes; VLLM_CPU_KVCACHE_SPACE on CPU)",
+    )
+    size.add_argument("--block-size", type=int, help="KV block size (default 16 on GPU, 128 on CPU)")
+    size.add_argument("--plans-file", type=Path, help="TOML file with extra plans or instance types")
+    size.set_defaults(func=_cmd_size)
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="execute the lab's notebooks headless with papermill",
+        description="Execute notebooks/NN_*.ipynb in order into a run folder with a report.",
+    )
+    run.add_argument("--out", type=Path, help="run folder (default .lab/runs/<timestamp>)")
+    run.add_argument("--only", nargs="+", metavar="NN", help="only notebooks with these prefixes")
+    run.set_defaults(func=_cmd_run)
+
+    local = sub.add_parser(
+        "local",
+        parents=[common],
+        help="start, stop or check the local profile's services",
+        description="The local profile's stand-ins: the default model and the services later steps use.",
+    )
+    local.add_argument("action", choices=["up", "down", "status"])
+    local.set_defaults(func=_cmd_local)
+
+    config = sub.add_parser(
+        "config", parents=[common], help="show the effective configuration (secrets masked)"
+    )
+    config.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `labkit` console script."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace, Config], int] = args.func
+    try:
+        cfg = load_config(profile=args.profile)
+        return func(args, cfg)
+    except LabError as exc:
+        if args.debug:
+            raise
+        print(f"labkit: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("labkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""One typed configuration for every step: parameters, then LABKIT_* variables, then .env."""
+
+from __future__ import annotations
+
+import json
+import os
+from html import escape
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labkit.errors import ConfigError
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The lab's root: LABKIT_ROOT, else the nearest folder above ``start`` holding notebooks/."""
+    if env := os.environ.get("LABKIT_ROOT"):
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
+class Config(BaseSettings):
+    """Where the lab runs and what it works on; secrets are SecretStr, masked in every repr."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LABKIT_",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    profile: Literal["local", "aicore"] = Field("local", description="local services or a real tenant")
+    root: Path = Field(default_factory=find_root, description="the lab's checkout")
+    lab_dir: Path | None = Field(None, description="state, runs and local services' data")
+    local_model_dir: Path | None = Field(None, description="the default model built by local up")
+    model_id: str = Field(DEFAULT_MODEL_ID, description="Hub repo id of the model to serve")
+    revision: str = Field("main", description="branch, tag or commit to pin")
+    resource_plan: str | None = Field(None, description="AI Core resource plan to size for")
+    bucket: str = Field("labkit-models", description="S3 bucket for model tarballs")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (None: AWS)")
+    registry: str = Field("localhost:5000", description="image registry host[:port]")
+    image_repository: str = Field("labkit", description="repository path in the registry")
+    resource_group: str = Field("default", description="AI Core resource group")
+    aicore_service_key_file: Path | None = Field(None, description="service key JSON file")
+    aicore_service_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("aicore_service_key", "LABKIT_AICORE_SERVICE_KEY", "AICORE_SERVICE_KEY"),
+        description="service key JSON as BTP gives it",
+    )
+    hf_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("hf_token", "LABKIT_HF_TOKEN", "HF_TOKEN"),
+        description="Hugging Face token for gated models",
+    )
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.lab_dir is None:
+            self.lab_dir = self.root / ".lab"
+        if self.local_model_dir is None:
+            self.local_model_dir = self.lab_dir / "models" / DEFAULT_MODEL_ID.split("/")[-1]
+
+    @property
+    def state_file(self) -> Path:
+        """The file that carries each step's result to the next."""
+        return self.lab_dir / "state.json"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where `labkit run` writes executed notebooks and reports."""
+        return self.lab_dir / "runs"
+
+    @property
+    def model_source(self) -> str:
+        """What the steps read the model from: the local build, or the Hub repo id on a tenant."""
+        if self.profile == "local" and self.model_id == DEFAULT_MODEL_ID:
+            return str(self.local_model_dir)
+        return self.model_id
+
+    def service_key(self) -> dict[str, Any] | None:
+        """The AI Core service key (from the variable or the file), parsed; None if neither is set."""
+        if self.aicore_service_key is not None:
+            text, origin = self.aicore_service_key.get_secret_value(), "AICORE_SERVICE_KEY"
+        elif self.aicore_service_key_file is not None:
+            try:
+                text = self.aicore_service_key_file.read_text()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read the service key file {self.aicore_service_key_file} ({exc.strerror})",
+                    "set LABKIT_AICORE_SERVICE_KEY_FILE to the JSON file BTP gave you",
+                ) from None
+            origin = str(self.aicore_service_key_file)
+        else:
+            return None
+        try:
+            key = json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"the service key in {origin} is not JSON",
+                "paste the service key exactly as the BTP cockpit shows it",
+            ) from None
+        if not isinstance(key, dict) or not {"clientid", "clientsecret", "url"} <= key.keys():
+            raise ConfigError(
+                f"the service key in {origin} lacks clientid, clientsecret or url",
+                "use the AI Core service key JSON from the BTP cockpit",
+            )
+        return key
+
+    def public(self) -> dict[str, Any]:
+        """Every setting as plain data, secrets shown only as set/unset."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{escape(k)}</code></td><td>{escape(str(v) if v is not None else '')}</td>"
+            f"<td>{escape(type(self).model_fields[k].description or '')}</td></tr>"
+            for k, v in self.public().items()
+        )
+        return f"<table><tr><th>setting</th><th>value</th><th>meaning</th></tr>{rows}</table>"
+
+
+def load_config(**params: Any) -> Config:
+    """Build the configuration: ``params`` win over LABKIT_* variables, which win over .env."""
+    params = {k: v for k, v in params.items() if v is not None}
+    root = Path(params["root"]) if "root" in params else find_root()
+    try:
+        return Config(_env_file=root / ".env", **params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "configuration"
+        raise ConfigError(
+            f"invalid setting {where}: {err['msg']}",
+            f"fix LABKIT_{where.upper()} (environment or .env) or the notebook parameter",
+        ) from None

@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests never touch the user's lab state: LABKIT_LAB_DIR points at a temp dir,
+while the default model (built once by `labkit local up`) is shared through LABKIT_LOCAL_MODEL_DIR."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Set here rather than in a fixture: nbval's notebook items take no fixtures, and the
+    # kernels they start inherit this process's environment.
+    from labkit.config import load_config
+
+    model_dir = load_config(root=ROOT).local_model_dir
+    lab_dir = Path(tempfile.mkdtemp(prefix="labkit-test-"))
+    config._labkit_lab_dir = lab_dir
+    os.environ.update(
+        LABKIT_ROOT=str(ROOT),
+        LABKIT_LAB_DIR=str(lab_dir),
+        LABKIT_LOCAL_MODEL_DIR=str(model_dir),
+        LABKIT_PROFILE="local",
+        MPLBACKEND="Agg",
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lab_dir = getattr(config, "_labkit_lab_dir", None)
+    if lab_dir:
+        shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    """The local profile's model folder, built on first use (as `labkit local up` does)."""
+    from labkit.local.model import ensure_default_model
+
+    return ensure_default_model(Path(os.environ["LABKIT_LOCAL_MODEL_DIR"]), progress=False)
+
+
+@pytest.fixture
+def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty lab dir for one test; returns it."""
+    monkeypatch.setenv("LABKIT_LAB_DIR", str(tmp_path / "lab"))
+    return tmp_path / "lab"
