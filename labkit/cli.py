@@ -66,7 +66,9 @@ def _cmd_local(args: argparse.Namespace, cfg: Config) -> int:
 
     action = {"up": services.up, "down": services.down, "status": services.status}[args.action]
     rows = action(cfg, progress=not args.json) if args.action == "up" else action(cfg)
-    text = "\n".join(f"{s.name:9} {'ok' if s.healthy else 'DOWN':5} {s.url}  {s.detail}" for s in rows)
+    text = "\n".join(
+        f"{s.name:9} {'ok' if s.healthy else 'DOWN':5} {s.url}  {s.detail}" for s in rows
+    )
     _emit(args, {"services": [s.to_dict() for s in rows]}, text)
     return 0 if args.action == "down" or all(s.healthy for s in rows) else 1
 
@@ -101,13 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("model", help="Hub repo id, model folder, or path to a config.json")
     size.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     where = size.add_mutually_exclusive_group()
-    where.add_argument("--plan", help="resource plan name (default: every plan, smallest that fits)")
-    where.add_argument("--gpus", type=int, help="size for N GPUs of --gpu-memory-gib instead of a plan")
+    where.add_argument(
+        "--plan", help="resource plan name (default: every plan, smallest that fits)"
+    )
+    where.add_argument(
+        "--gpus", type=int, help="size for N GPUs of --gpu-memory-gib instead of a plan"
+    )
     size.add_argument("--gpu-memory-gib", type=float, help="usable memory per GPU, with --gpus")
     size.add_argument("--tp", type=int, help="tensor-parallel size (default: the plan's GPU count)")
     size.add_argument("--dtype", default="auto", help="vLLM --dtype: auto, half, bfloat16, float32")
-    size.add_argument("--kv-cache-dtype", default="auto", help="vLLM --kv-cache-dtype: auto, fp8, ...")
-    size.add_argument("--max-model-len", type=int, help="vLLM --max-model-len (default: the model's)")
+    size.add_argument(
+        "--kv-cache-dtype", default="auto", help="vLLM --kv-cache-dtype: auto, fp8, ..."
+    )
+    size.add_argument(
+        "--max-model-len", type=int, help="vLLM --max-model-len (default: the model's)"
+    )
     size.add_argument("--max-num-batched-tokens", type=int, help="vLLM --max-num-batched-tokens")
     size.add_argument(
         "--gpu-memory-utilization", type=float, default=0.9, help="vLLM --gpu-memory-utilization"
@@ -120,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="fixed KV cache per GPU (vLLM --kv-cache-memory-bytes; VLLM_CPU_KVCACHE_SPACE on CPU)",
     )
-    size.add_argument("--block-size", type=int, help="KV block size (default 16 on GPU, 128 on CPU)")
-    size.add_argument("--plans-file", type=Path, help="TOML file with extra plans or instance types")
+    size.add_argument(
+        "--block-size", type=int, help="KV block size (default 16 on GPU, 128 on CPU)"
+    )
+    size.add_argument(
+        "--plans-file", type=Path, help="TOML file with extra plans or instance types"
+    )
     size.set_defaults(func=_cmd_size)
 
     run = sub.add_parser(
@@ -165,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `labkit size ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

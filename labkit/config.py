@@ -38,7 +38,9 @@ class Config(BaseSettings):
         validate_default=True,
     )
 
-    profile: Literal["local", "aicore"] = Field("local", description="local services or a real tenant")
+    profile: Literal["local", "aicore"] = Field(
+        "local", description="local services or a real tenant"
+    )
     root: Path = Field(default_factory=find_root, description="the lab's checkout")
     lab_dir: Path | None = Field(None, description="state, runs and local services' data")
     local_model_dir: Path | None = Field(None, description="the default model built by local up")
@@ -53,7 +55,9 @@ class Config(BaseSettings):
     aicore_service_key_file: Path | None = Field(None, description="service key JSON file")
     aicore_service_key: SecretStr | None = Field(
         None,
-        validation_alias=AliasChoices("aicore_service_key", "LABKIT_AICORE_SERVICE_KEY", "AICORE_SERVICE_KEY"),
+        validation_alias=AliasChoices(
+            "aicore_service_key", "LABKIT_AICORE_SERVICE_KEY", "AICORE_SERVICE_KEY"
+        ),
         description="service key JSON as BTP gives it",
     )
     hf_token: SecretStr | None = Field(

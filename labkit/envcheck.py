@@ -97,18 +97,27 @@ def check_environment(cfg: Config) -> EnvReport:
             "" if vllm else "make venv (TARGET=cpu or TARGET=gpu) installs it",
         )
     )
-    checks.append(Check("torch", _dist_version("torch") is not None, _dist_version("torch") or "missing"))
+    checks.append(
+        Check("torch", _dist_version("torch") is not None, _dist_version("torch") or "missing")
+    )
     checks.append(
         Check(
             "gpus",
             True,
             "; ".join(gpus) or "none: vLLM runs on the CPU here",
-            "" if gpus or cfg.profile == "local" else "a tenant serves on GPUs; this machine only drives it",
+            ""
+            if gpus or cfg.profile == "local"
+            else "a tenant serves on GPUs; this machine only drives it",
         )
     )
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     checks.append(
-        Check("memory", mem_gib >= 8, f"{mem_gib:.1f} GiB", "" if mem_gib >= 8 else "vLLM on CPU needs ~4 GiB free")
+        Check(
+            "memory",
+            mem_gib >= 8,
+            f"{mem_gib:.1f} GiB",
+            "" if mem_gib >= 8 else "vLLM on CPU needs ~4 GiB free",
+        )
     )
     cfg.lab_dir.mkdir(parents=True, exist_ok=True)
     free_gib = shutil.disk_usage(cfg.lab_dir).free / 2**30
@@ -123,7 +132,12 @@ def check_environment(cfg: Config) -> EnvReport:
     for module in ("ipywidgets", "matplotlib", "papermill"):
         found = importlib.util.find_spec(module) is not None
         checks.append(
-            Check(module, found, _dist_version(module) or "missing", "" if found else "pip install -e '.[lab]'")
+            Check(
+                module,
+                found,
+                _dist_version(module) or "missing",
+                "" if found else "pip install -e '.[lab]'",
+            )
         )
     key_ok = cfg.profile == "local" or cfg.service_key() is not None
     checks.append(
@@ -150,16 +164,22 @@ def step_plan(cfg: Config) -> list[StepPlan]:
     hub = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     s3 = cfg.s3_endpoint_url or "AWS S3"
     return [
-        StepPlan("01_size_model", f"model {cfg.model_source}; plan {cfg.resource_plan or 'smallest that fits'}"),
+        StepPlan(
+            "01_size_model",
+            f"model {cfg.model_source}; plan {cfg.resource_plan or 'smallest that fits'}",
+        ),
         StepPlan("02_download_model", f"{cfg.model_id} @ {cfg.revision} from {hub}"),
-        StepPlan("03_upload_model", f"s3://{cfg.bucket}/models/... via {s3}"),
+        StepPlan("03_upload_to_s3", f"s3://{cfg.bucket}/models/... via {s3}"),
         StepPlan("04_build_image", f"{cfg.registry}/{cfg.image_repository}/aicore-vllm"),
-        StepPlan("05_author_template", f"{cfg.root / 'templates'}"),
-        StepPlan("06_deploy_model", f"AI Core ({cfg.profile}), resource group {cfg.resource_group}"),
+        StepPlan("05_author_serving_template", f"{cfg.root / 'templates'}"),
+        StepPlan("06_deploy", f"AI Core ({cfg.profile}), resource group {cfg.resource_group}"),
     ]
 
 
 def step_plan_html(plan: list[StepPlan]) -> str:
     """The step plan as an HTML table."""
-    rows = "".join(f"<tr><td>{escape(p.notebook)}</td><td><code>{escape(p.uses)}</code></td></tr>" for p in plan)
+    rows = "".join(
+        f"<tr><td>{escape(p.notebook)}</td><td><code>{escape(p.uses)}</code></td></tr>"
+        for p in plan
+    )
     return f"<table><tr><th>notebook</th><th>will use</th></tr>{rows}</table>"

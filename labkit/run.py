@@ -85,9 +85,10 @@ def run_lab(
     out_dir.mkdir(parents=True, exist_ok=True)
     report = RunReport(str(out_dir), cfg.profile)
     # Kernels inherit the environment: this is how the run's profile and paths reach them.
-    os.environ["LABKIT_PROFILE"] = cfg.profile
-    os.environ["LABKIT_ROOT"] = str(cfg.root)
-    os.environ["LABKIT_LAB_DIR"] = str(cfg.lab_dir)
+    saved = dict(os.environ)
+    os.environ.update(
+        LABKIT_PROFILE=cfg.profile, LABKIT_ROOT=str(cfg.root), LABKIT_LAB_DIR=str(cfg.lab_dir)
+    )
     try:
         for nb in notebooks:
             output = out_dir / nb.name
@@ -103,13 +104,23 @@ def run_lab(
                 )
             except papermill.PapermillExecutionError as exc:
                 report.notebooks.append(
-                    NotebookRun(nb.name, str(output), "failed", time.monotonic() - start, f"{exc.ename}: {exc.evalue}")
+                    NotebookRun(
+                        nb.name,
+                        str(output),
+                        "failed",
+                        time.monotonic() - start,
+                        f"{exc.ename}: {exc.evalue}",
+                    )
                 )
                 raise StepError(
                     f"{nb.name} failed: {exc.ename}: {' '.join(str(exc.evalue).split())}",
                     f"open {output} to see the failing cell, fix it and run again",
                 ) from None
-            report.notebooks.append(NotebookRun(nb.name, str(output), "ok", time.monotonic() - start))
+            report.notebooks.append(
+                NotebookRun(nb.name, str(output), "ok", time.monotonic() - start)
+            )
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         (out_dir / "report.md").write_text(report.to_markdown())
     return report

@@ -18,10 +18,12 @@ STEP_NOTEBOOKS = {
     "setup": "00_setup.ipynb",
     "size": "01_size_model.ipynb",
     "download": "02_download_model.ipynb",
-    "upload": "03_upload_model.ipynb",
+    "upload": "03_upload_to_s3.ipynb",
     "image": "04_build_image.ipynb",
-    "template": "05_author_template.ipynb",
-    "deploy": "06_deploy_model.ipynb",
+    "template": "05_author_serving_template.ipynb",
+    "deploy": "06_deploy.ipynb",
+    "query": "07_query.ipynb",
+    "benchmark": "08_benchmark.ipynb",
 }
 
 
@@ -61,13 +63,18 @@ class State:
         result = self.get(step)
         if result is None:
             notebook = STEP_NOTEBOOKS.get(step, f"the '{step}' step")
-            raise StepError(f"no result of the '{step}' step yet", f"run notebooks/{notebook} first")
+            raise StepError(
+                f"no result of the '{step}' step yet", f"run notebooks/{notebook} first"
+            )
         return result
 
     def record(self, step: str, result: Any) -> dict[str, Any]:
         """Store ``result`` as the step's outcome and write the file; returns the stored data."""
         data = to_data(result)
-        self._steps[step] = {"result": data, "updated": datetime.now(UTC).isoformat(timespec="seconds")}
+        self._steps[step] = {
+            "result": data,
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         self._write()
         return data
 

@@ -11,8 +11,10 @@ SECRET = "s3cr3t-value-never-shown"
 def test_parameters_win_over_environment_which_wins_over_dotenv(tmp_path, monkeypatch):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "pyproject.toml").write_text("")
-    (tmp_path / ".env").write_text("LABKIT_BUCKET=from-dotenv\nLABKIT_REGISTRY=reg.dotenv:5000\n"
-                                   "LABKIT_RESOURCE_GROUP=rg-dotenv\n")
+    (tmp_path / ".env").write_text(
+        "LABKIT_BUCKET=from-dotenv\nLABKIT_REGISTRY=reg.dotenv:5000\n"
+        "LABKIT_RESOURCE_GROUP=rg-dotenv\n"
+    )
     monkeypatch.setenv("LABKIT_REGISTRY", "reg.env:5000")
     monkeypatch.setenv("LABKIT_RESOURCE_GROUP", "rg-env")
     cfg = load_config(root=tmp_path, resource_group="rg-param")
@@ -51,7 +53,9 @@ def test_invalid_setting_is_one_line_with_advice(monkeypatch):
 @pytest.mark.parametrize("var", ["HF_TOKEN", "LABKIT_HF_TOKEN"])
 def test_secrets_are_masked_everywhere(monkeypatch, var):
     monkeypatch.setenv(var, SECRET)
-    monkeypatch.setenv("AICORE_SERVICE_KEY", json.dumps({"clientid": "id", "clientsecret": SECRET, "url": "u"}))
+    monkeypatch.setenv(
+        "AICORE_SERVICE_KEY", json.dumps({"clientid": "id", "clientsecret": SECRET, "url": "u"})
+    )
     cfg = load_config()
     assert cfg.hf_token.get_secret_value() == SECRET
     for text in (repr(cfg), str(cfg), json.dumps(cfg.public()), cfg._repr_html_()):
@@ -63,9 +67,20 @@ def test_service_key_from_file_and_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("AICORE_SERVICE_KEY", raising=False)
     assert load_config().service_key() is None
     key = tmp_path / "key.json"
-    key.write_text(json.dumps({"clientid": "id", "clientsecret": SECRET, "url": "https://auth",
-                               "serviceurls": {"AI_API_URL": "https://api"}}))
-    assert load_config(aicore_service_key_file=key).service_key()["serviceurls"]["AI_API_URL"] == "https://api"
+    key.write_text(
+        json.dumps(
+            {
+                "clientid": "id",
+                "clientsecret": SECRET,
+                "url": "https://auth",
+                "serviceurls": {"AI_API_URL": "https://api"},
+            }
+        )
+    )
+    assert (
+        load_config(aicore_service_key_file=key).service_key()["serviceurls"]["AI_API_URL"]
+        == "https://api"
+    )
     key.write_text("{not json " + SECRET)
     with pytest.raises(ConfigError) as exc:
         load_config(aicore_service_key_file=key).service_key()

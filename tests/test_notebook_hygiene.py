@@ -29,8 +29,11 @@ def test_numbers_are_unique_and_contiguous():
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_committed_notebooks_carry_no_outputs(path):
     nb = json.loads(path.read_text())
-    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
-             and (c.get("outputs") or c.get("execution_count"))]
+    dirty = [
+        i
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
     assert not dirty, f"{path.name}: cells {dirty} have outputs; run nbstripout"
 
 
@@ -38,23 +41,36 @@ def test_committed_notebooks_carry_no_outputs(path):
 def test_skeleton(path):
     cells = json.loads(path.read_text())["cells"]
     text = ["".join(c["source"]) for c in cells]
-    assert cells[0]["cell_type"] == "markdown" and re.match(r"# \S", text[0]), "first cell: one # title"
-    headings = [t.splitlines()[0] for t, c in zip(text, cells) if c["cell_type"] == "markdown"]
+    assert cells[0]["cell_type"] == "markdown" and re.match(r"# \S", text[0]), (
+        "first cell: one # title"
+    )
+    headings = [
+        t.splitlines()[0] for t, c in zip(text, cells, strict=True) if c["cell_type"] == "markdown"
+    ]
     for section in ("## Overview", "## Prerequisites", "## Setup", "## Summary"):
         assert section in headings, f"{path.name} lacks {section}"
     assert "What's next" in text[-1]
-    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    tagged = [
+        i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     assert len(tagged) == 1, "exactly one cell tagged parameters"
     assert text.index(next(t for t in text if t.startswith("## Prerequisites"))) < tagged[0]
-    assert tagged[0] < text.index(next(t for t in text if t.startswith("## Setup"))), "parameters before Setup"
-    assert not any(c["cell_type"] == "code" and re.search(r"^\s*def ", "".join(c["source"]), re.M)
-                   for c in cells), "no def in notebooks: put logic in labkit"
+    assert tagged[0] < text.index(next(t for t in text if t.startswith("## Setup"))), (
+        "parameters before Setup"
+    )
+    assert not any(
+        c["cell_type"] == "code" and re.search(r"^\s*def ", "".join(c["source"]), re.M)
+        for c in cells
+    ), "no def in notebooks: put logic in labkit"
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_parameters_are_typed_commented_literals(path):
-    cell = next(c for c in json.loads(path.read_text())["cells"]
-                if "parameters" in c.get("metadata", {}).get("tags", []))
+    cell = next(
+        c
+        for c in json.loads(path.read_text())["cells"]
+        if "parameters" in c.get("metadata", {}).get("tags", [])
+    )
     source = "".join(cell["source"])
     for line in source.splitlines():
         assert "#" in line, f"comment every parameter: {line!r}"
@@ -63,4 +79,6 @@ def test_parameters_are_typed_commented_literals(path):
         assert isinstance(node.value, ast.Constant), f"literal only: {ast.unparse(node)}"
         name = node.target.id
         assert name.isupper(), f"parameter names are UPPER_CASE: {name}"
-        assert not re.search(r"TOKEN|SECRET|PASSWORD|KEY$", name), f"secrets are never parameters: {name}"
+        assert not re.search(r"TOKEN|SECRET|PASSWORD|KEY$", name), (
+            f"secrets are never parameters: {name}"
+        )

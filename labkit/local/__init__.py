@@ -1,0 +1,1 @@
+"""The local profile: stand-ins on this machine for what a tenant has (model, services)."""

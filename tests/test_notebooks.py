@@ -1,0 +1,77 @@
+"""Every notebook runs headless with papermill on the local profile; results land in the lab state."""
+
+import nbformat
+import papermill
+import pytest
+
+from labkit.config import load_config
+from labkit.errors import StepError
+from labkit.run import lab_notebooks, run_lab
+from labkit.state import State
+
+pytestmark = [pytest.mark.notebooks, pytest.mark.integration]
+
+
+def _errors(path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    return [
+        o.get("ename", "")
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+
+
+def test_labkit_run_executes_every_notebook_and_records_results(default_model, lab_env, tmp_path):
+    cfg = load_config()
+    report = run_lab(cfg, out_dir=tmp_path / "run", progress=False)
+    assert report.ok
+    assert [n.notebook for n in report.notebooks] == [
+        p.name for p in lab_notebooks(cfg.root / "notebooks")
+    ]
+    for n in report.notebooks:
+        assert not _errors(n.output)
+    state = State(cfg.state_file)
+    assert state.get("setup")["ok"] is True
+    size = state.get("size")
+    assert size["fits"] is True
+    assert size["kv_bytes_per_token"] == 23_040
+    assert "00_setup.ipynb" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_size_notebook_takes_injected_parameters(default_model, lab_env, tmp_path):
+    cfg = load_config()
+    papermill.execute_notebook(
+        str(cfg.root / "notebooks" / "01_size_model.ipynb"),
+        str(tmp_path / "01.ipynb"),
+        parameters={"PLAN": "infer2.l", "MAX_MODEL_LEN": 4096},
+        cwd=str(cfg.root / "notebooks"),
+        progress_bar=False,
+    )
+    size = State(cfg.state_file).require("size")
+    assert size["plan"] == "infer2.l"
+    args = size["vllm_args"]
+    assert args[args.index("--max-model-len") + 1] == "4096"
+
+
+def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path, lab_env, monkeypatch):
+    root = tmp_path / "lab"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    for name, source in [("00_pass_step.ipynb", "x = 1"), ("01_fail_step.ipynb", "raise ValueError('boom')"),
+                         ("02_never_runs.ipynb", "x = 2")]:  # fmt: skip
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+        nb.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
+        nbformat.write(nb, root / "notebooks" / name)
+    monkeypatch.setenv("LABKIT_ROOT", str(root))
+    with pytest.raises(StepError) as exc:
+        run_lab(load_config(), out_dir=tmp_path / "run", progress=False)
+    assert "01_fail_step.ipynb" in str(exc.value) and "boom" in str(exc.value)
+    assert not (tmp_path / "run" / "02_never_runs.ipynb").exists()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| failed |" in report and "| ok |" in report
+    assert "\n" not in str(exc.value)
