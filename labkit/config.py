@@ -42,7 +42,8 @@ class Config(BaseSettings):
         "local", description="local services or a real tenant"
     )
     root: Path = Field(default_factory=find_root, description="the lab's checkout")
-    lab_dir: Path | None = Field(None, description="state, runs and local services' data")
+    lab_dir: Path | None = Field(None, description="lab state and run folders")
+    local_dir: Path | None = Field(None, description="the local services' programs, data and logs")
     local_model_dir: Path | None = Field(None, description="the default model built by local up")
     model_id: str = Field(DEFAULT_MODEL_ID, description="Hub repo id of the model to serve")
     revision: str = Field("main", description="branch, tag or commit to pin")
@@ -60,6 +61,11 @@ class Config(BaseSettings):
         ),
         description="service key JSON as BTP gives it",
     )
+    hf_endpoint: str | None = Field(
+        None, description="Hub URL (default: the local mirror, or huggingface.co)"
+    )
+    hub_port: int = Field(8090, description="port of the local Hub mirror")
+    hub_cache_dir: Path | None = Field(None, description="Hugging Face cache that downloads go to")
     hf_token: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("hf_token", "LABKIT_HF_TOKEN", "HF_TOKEN"),
@@ -69,8 +75,12 @@ class Config(BaseSettings):
     def model_post_init(self, _context: Any) -> None:
         if self.lab_dir is None:
             self.lab_dir = self.root / ".lab"
+        if self.local_dir is None:
+            self.local_dir = self.lab_dir / "local"
         if self.local_model_dir is None:
-            self.local_model_dir = self.lab_dir / "models" / DEFAULT_MODEL_ID.split("/")[-1]
+            self.local_model_dir = self.local_dir / "models" / DEFAULT_MODEL_ID.split("/")[-1]
+        if self.hub_cache_dir is None:
+            self.hub_cache_dir = self.lab_dir / "hub-cache"
 
     @property
     def state_file(self) -> Path:
@@ -81,6 +91,19 @@ class Config(BaseSettings):
     def runs_dir(self) -> Path:
         """Where `labkit run` writes executed notebooks and reports."""
         return self.lab_dir / "runs"
+
+    @property
+    def hub_endpoint(self) -> str:
+        """The Hub the steps talk to: set explicitly, else the local mirror, else HF_ENDPOINT or huggingface.co."""
+        if self.hf_endpoint:
+            return self.hf_endpoint.rstrip("/")
+        if self.profile == "local":
+            return f"http://127.0.0.1:{self.hub_port}"
+        return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+    def hub_token(self) -> str | None:
+        """The Hugging Face token for API calls (never printed), or None."""
+        return self.hf_token.get_secret_value() if self.hf_token else None
 
     @property
     def model_source(self) -> str:

@@ -33,3 +33,7 @@ class ServiceError(LabError):
 
 class StepError(LabError):
     """A lab step (notebook) failed or needs an earlier step first."""
+
+
+class DiskError(LabError):
+    """Not enough free disk for what a step is about to write."""

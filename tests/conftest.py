@@ -1,5 +1,5 @@
 """Shared fixtures. Tests never touch the user's lab state: LABKIT_LAB_DIR points at a temp dir,
-while the default model (built once by `labkit local up`) is shared through LABKIT_LOCAL_MODEL_DIR."""
+while the local services (started once by `labkit local up`) are shared through LABKIT_LOCAL_DIR."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # kernels they start inherit this process's environment.
     from labkit.config import load_config
 
-    model_dir = load_config(root=ROOT).local_model_dir
+    local_dir = load_config(root=ROOT).local_dir
     lab_dir = Path(tempfile.mkdtemp(prefix="labkit-test-"))
     config._labkit_lab_dir = lab_dir
     os.environ.update(
         LABKIT_ROOT=str(ROOT),
         LABKIT_LAB_DIR=str(lab_dir),
-        LABKIT_LOCAL_MODEL_DIR=str(model_dir),
+        LABKIT_LOCAL_DIR=str(local_dir),
         LABKIT_PROFILE="local",
         MPLBACKEND="Agg",
     )
@@ -39,9 +39,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def default_model() -> Path:
     """The local profile's model folder, built on first use (as `labkit local up` does)."""
+    from labkit.config import load_config
     from labkit.local.model import ensure_default_model
 
-    return ensure_default_model(Path(os.environ["LABKIT_LOCAL_MODEL_DIR"]), progress=False)
+    return ensure_default_model(load_config().local_model_dir, progress=False)
 
 
 @pytest.fixture

@@ -29,10 +29,11 @@ def test_none_parameters_do_not_override(monkeypatch):
 
 
 def test_paths_derive_from_lab_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv("LABKIT_LOCAL_MODEL_DIR", raising=False)
+    monkeypatch.delenv("LABKIT_LOCAL_DIR", raising=False)
     cfg = load_config(lab_dir=tmp_path)
     assert cfg.state_file == tmp_path / "state.json"
-    assert cfg.local_model_dir == tmp_path / "models" / "SmolLM2-135M-Instruct"
+    assert cfg.local_model_dir == tmp_path / "local" / "models" / "SmolLM2-135M-Instruct"
+    assert cfg.hub_cache_dir == tmp_path / "hub-cache"
 
 
 def test_model_source_is_the_local_build_only_in_the_local_profile(tmp_path):
@@ -90,3 +91,10 @@ def test_service_key_from_file_and_errors(tmp_path, monkeypatch):
         load_config(aicore_service_key_file=key).service_key()
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(aicore_service_key_file=tmp_path / "missing.json").service_key()
+
+
+def test_hub_endpoint_per_profile(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    assert load_config(profile="local", hub_port=9999).hub_endpoint == "http://127.0.0.1:9999"
+    assert load_config(profile="aicore").hub_endpoint == "https://hub.example"
+    assert load_config(profile="aicore", hf_endpoint="https://x/").hub_endpoint == "https://x"

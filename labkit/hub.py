@@ -1,0 +1,426 @@
+"""Step 02: download a model from a Hugging Face Hub at a pinned revision, and verify it.
+
+huggingface_hub does the downloading (concurrency, the cache layout, skipping finished files);
+this module pins the revision, chooses the files, checks the disk, and proves the result:
+every file's size, every LFS file's sha256 against the Hub's etag, every small file's git id.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import posixpath
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import DiskError, ModelError, ServiceError
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+WEIGHT_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".msgpack",
+    ".onnx",
+    ".gguf",
+)
+# Format presets: which weight files to keep. "safetensors" falls back to .bin, per folder,
+# where a folder has no safetensors (old checkpoints, some diffusers components).
+FORMATS = {
+    "safetensors": ((".safetensors",), (".bin",)),
+    "bin": ((".bin",), ()),
+    "pt": ((".pt", ".pth"), ()),
+    "all": ((), ()),
+}
+DISK_MARGIN_BYTES = 512 * 2**20
+HASH_CHUNK = 8 * 2**20
+
+
+@dataclass
+class RepoFile:
+    """One file of the repo at the pinned commit, as the Hub describes it."""
+
+    path: str
+    size: int
+    blob_id: str
+    lfs_sha256: str | None = None
+
+
+@dataclass
+class DownloadPlan:
+    """What a download will fetch: the pinned commit, the chosen files, the bytes still missing."""
+
+    repo_id: str
+    revision: str
+    requested_revision: str
+    endpoint: str
+    cache_dir: str
+    files: list[RepoFile]
+    missing_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{escape(f.path)}</code></td><td style='text-align:right'>{_human(f.size)}</td>"
+            f"<td>{'LFS' if f.lfs_sha256 else 'git'}</td></tr>"
+            for f in self.files
+        )
+        return (
+            f"<p><b>{escape(self.repo_id)}</b> @ <code>{escape(self.requested_revision)}</code> "
+            f"= <code>{self.revision}</code><br>{len(self.files)} files, {_human(self.total_bytes)}; "
+            f"still to fetch {_human(self.missing_bytes)} into <code>{escape(self.cache_dir)}</code></p>"
+            f"<table><tr><th>file</th><th>size</th><th>storage</th></tr>{rows}</table>"
+        )
+
+
+@dataclass
+class ManifestEntry:
+    """One downloaded file: its path in the snapshot, size, sha256 and the Hub's etag (blob name)."""
+
+    path: str
+    size: int
+    sha256: str
+    etag: str
+
+
+@dataclass
+class Snapshot:
+    """A verified snapshot in the Hugging Face cache."""
+
+    repo_id: str
+    revision: str
+    requested_revision: str
+    endpoint: str
+    cache_dir: str
+    snapshot_dir: str
+    files: list[ManifestEntry] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{escape(f.path)}</code></td><td style='text-align:right'>{_human(f.size)}</td>"
+            f"<td><code>{f.sha256[:16]}…</code></td></tr>"
+            for f in self.files
+        )
+        return (
+            f"<p>✅ <b>{escape(self.repo_id)}</b> @ <code>{self.revision}</code> verified: "
+            f"{len(self.files)} files, {_human(self.total_bytes)}<br><code>{escape(self.snapshot_dir)}</code></p>"
+            f"<table><tr><th>file</th><th>size</th><th>sha256</th></tr>{rows}</table>"
+        )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def repo_folder(cache_dir: str | Path, repo_id: str) -> Path:
+    """The cache folder of a model repo: ``models--<org>--<name>``."""
+    return Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+
+
+def select_files(
+    paths: Iterable[str],
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    fmt: str = "safetensors",
+) -> list[str]:
+    """The repo paths to download: include/exclude globs, then the format preset, folder by folder."""
+    if fmt not in FORMATS:
+        raise ModelError(f"unknown format '{fmt}'", f"use one of {', '.join(FORMATS)}")
+    chosen = [
+        p
+        for p in paths
+        if (not include or any(fnmatch.fnmatch(p, g) for g in include))
+        and not any(fnmatch.fnmatch(p, g) for g in exclude)
+    ]
+    preferred, fallback = FORMATS[fmt]
+    if not preferred:
+        return sorted(chosen)
+    by_folder: dict[str, list[str]] = {}
+    for p in chosen:
+        if p.endswith(WEIGHT_SUFFIXES):
+            by_folder.setdefault(posixpath.dirname(p), []).append(p)
+    keep_weights: set[str] = set()
+    for weights in by_folder.values():
+        for suffixes in (preferred, fallback):
+            picked = [p for p in weights if suffixes and p.endswith(suffixes)]
+            if picked:
+                keep_weights.update(picked)
+                break
+    return sorted(p for p in chosen if not p.endswith(WEIGHT_SUFFIXES) or p in keep_weights)
+
+
+def _api(endpoint: str, token: str | None) -> Any:
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint, token=token)
+
+
+def _translate(
+    exc: Exception, *, repo_id: str, revision: str, endpoint: str, token: str | None
+) -> Exception:
+    """Turn a huggingface_hub/httpx error into a one-line LabError that says what to do."""
+    import httpx
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, GatedRepoError):
+        if token:
+            return ModelError(
+                f"{repo_id} is gated and the token in HF_TOKEN has no access to it",
+                f"accept the model's terms at {endpoint}/{repo_id} with the token's account",
+            )
+        return ModelError(
+            f"{repo_id} is gated",
+            f"accept its terms at {endpoint}/{repo_id}, then set HF_TOKEN to a token of that account",
+        )
+    if isinstance(exc, RevisionNotFoundError):
+        return ModelError(
+            f"{repo_id} has no revision '{revision}' at {endpoint}",
+            "use a branch, a tag or a full 40-hex commit of that repo",
+        )
+    if isinstance(exc, RepositoryNotFoundError):
+        return ModelError(
+            f"no model repo '{repo_id}' at {endpoint}",
+            "check the repo id (org/name); for a private repo set HF_TOKEN",
+        )
+    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError) or (
+        isinstance(exc, OSError) and "connect" in str(exc).lower()
+    ):
+        local = endpoint.startswith(("http://127.0.0.1", "http://localhost"))
+        return ServiceError(
+            f"the Hub at {endpoint} is unreachable ({type(exc).__name__})",
+            "start the local services with `labkit local up`"
+            if local
+            else "check the network and HF_ENDPOINT",
+        )
+    return exc
+
+
+def resolve_revision(
+    repo_id: str, revision: str, *, endpoint: str, token: str | None = None
+) -> tuple[str, Any]:
+    """The full 40-hex commit that ``revision`` names, and the repo info at it; refuses ambiguity."""
+    api = _api(endpoint, token)
+    try:
+        if not COMMIT.match(revision):
+            refs = api.list_repo_refs(repo_id)
+            branches = {b.name: b.target_commit for b in refs.branches}
+            tags = {t.name: t.target_commit for t in refs.tags}
+            if revision in branches and revision in tags and branches[revision] != tags[revision]:
+                raise ModelError(
+                    f"'{revision}' is both a branch and a tag of {repo_id}, at different commits",
+                    f"pass refs/heads/{revision}, refs/tags/{revision} or the full commit",
+                )
+            if (
+                revision not in branches
+                and revision not in tags
+                and not revision.startswith("refs/")
+            ):
+                hint = (
+                    "branches: "
+                    + ", ".join(sorted(branches))
+                    + "; tags: "
+                    + (", ".join(sorted(tags)) or "none")
+                )
+                if re.fullmatch(r"[0-9a-f]{7,39}", revision):
+                    hint = "pass the full 40-hex commit, not an abbreviation"
+                raise ModelError(f"{repo_id} has no branch or tag '{revision}'", hint)
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise _translate(
+            exc, repo_id=repo_id, revision=revision, endpoint=endpoint, token=token
+        ) from None
+    if not info.sha or not COMMIT.match(info.sha):
+        raise ServiceError(
+            f"the Hub at {endpoint} did not name the commit of {repo_id}@{revision}",
+            "check HF_ENDPOINT points at a Hugging Face Hub",
+        )
+    if COMMIT.match(revision) and info.sha != revision:
+        raise ModelError(
+            f"{repo_id}@{revision} resolved to another commit ({info.sha})", "check the revision"
+        )
+    return info.sha, info
+
+
+def _complete_blob(folder: Path, f: RepoFile) -> bool:
+    blob = folder / "blobs" / (f.lfs_sha256 or f.blob_id)
+    return blob.is_file() and blob.stat().st_size == f.size
+
+
+def plan_download(
+    repo_id: str,
+    revision: str = "main",
+    *,
+    endpoint: str,
+    cache_dir: str | Path,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    fmt: str = "safetensors",
+    token: str | None = None,
+) -> DownloadPlan:
+    """Pin the revision, choose the files and count what is still missing from the cache."""
+    sha, info = resolve_revision(repo_id, revision, endpoint=endpoint, token=token)
+    siblings = {s.rfilename: s for s in info.siblings or []}
+    paths = select_files(siblings, include=include, exclude=exclude, fmt=fmt)
+    if not paths:
+        shown = ", ".join(sorted(siblings)[:8]) + (" ..." if len(siblings) > 8 else "")
+        raise ModelError(
+            f"no file of {repo_id}@{sha[:7]} matches include={list(include)} exclude={list(exclude)} format={fmt}",
+            f"the repo has: {shown}",
+        )
+    files = [
+        RepoFile(
+            p,
+            int(siblings[p].size or 0),
+            siblings[p].blob_id or "",
+            siblings[p].lfs.sha256 if siblings[p].lfs else None,
+        )
+        for p in paths
+    ]
+    folder = repo_folder(cache_dir, repo_id)
+    missing = sum(f.size for f in files if not _complete_blob(folder, f))
+    return DownloadPlan(repo_id, sha, revision, endpoint, str(cache_dir), files, missing)
+
+
+def check_disk(plan: DownloadPlan) -> None:
+    """Refuse to start when the cache's disk cannot hold what is still to fetch."""
+    target = Path(plan.cache_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(target).free
+    need = plan.missing_bytes + DISK_MARGIN_BYTES
+    if plan.missing_bytes and free < need:
+        raise DiskError(
+            f"{plan.repo_id} needs {_human(need)} more in {target}, only {_human(free)} is free",
+            "free disk space or set LABKIT_HUB_CACHE_DIR to a larger disk",
+        )
+
+
+def download(
+    plan: DownloadPlan, *, max_workers: int = 8, token: str | None = None, progress: bool = True
+) -> Snapshot:
+    """Fetch the planned files at the pinned commit (finished files are skipped), then verify them."""
+    from huggingface_hub import snapshot_download
+    from tqdm.auto import tqdm
+
+    check_disk(plan)
+    try:
+        snapshot_download(
+            plan.repo_id,
+            revision=plan.revision,
+            cache_dir=plan.cache_dir,
+            allow_patterns=[glob.escape(f.path) for f in plan.files],
+            max_workers=max_workers,
+            endpoint=plan.endpoint,
+            token=token,
+            tqdm_class=tqdm if progress else None,
+        )
+    except Exception as exc:
+        raise _translate(
+            exc, repo_id=plan.repo_id, revision=plan.revision, endpoint=plan.endpoint, token=token
+        ) from None
+    folder = repo_folder(plan.cache_dir, plan.repo_id)
+    if plan.requested_revision != plan.revision:
+        # snapshot_download was given the commit, so it wrote no ref; record the name we pinned.
+        ref = (
+            folder
+            / "refs"
+            / plan.requested_revision.removeprefix("refs/heads/").removeprefix("refs/tags/")
+        )
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(plan.revision)
+    return verify_snapshot(plan, progress=progress)
+
+
+def _git_blob_id(path: Path, size: int) -> str:
+    digest = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in large chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_snapshot(plan: DownloadPlan, *, progress: bool = False) -> Snapshot:
+    """Check every planned file against the Hub's metadata; a bad blob is removed and named."""
+    from tqdm.auto import tqdm
+
+    folder = repo_folder(plan.cache_dir, plan.repo_id)
+    snap = folder / "snapshots" / plan.revision
+    entries: list[ManifestEntry] = []
+    with tqdm(
+        total=plan.total_bytes, unit="B", unit_scale=True, desc="verify", disable=not progress
+    ) as bar:
+        for f in plan.files:
+            link = snap / f.path
+            if not link.exists():
+                raise ModelError(
+                    f"{f.path} is missing from the snapshot {snap}",
+                    "run the download again to fetch it",
+                )
+            blob = link.resolve()
+            size = blob.stat().st_size
+            sha = sha256_file(blob)
+            problem = None
+            if size != f.size:
+                problem = f"has {size} bytes, the Hub says {f.size}"
+            elif f.lfs_sha256 and sha != f.lfs_sha256:
+                problem = f"sha256 {sha[:12]}… differs from the Hub's etag {f.lfs_sha256[:12]}…"
+            elif not f.lfs_sha256 and f.blob_id and _git_blob_id(blob, size) != f.blob_id:
+                problem = f"git id differs from the Hub's {f.blob_id[:12]}…"
+            if problem:
+                # Never leave a bad file looking complete: the next run fetches it again.
+                blob.unlink(missing_ok=True)
+                link.unlink(missing_ok=True)
+                raise ModelError(
+                    f"{f.path} of {plan.repo_id}@{plan.revision[:7]} {problem}",
+                    "run the download again",
+                )
+            entries.append(ManifestEntry(f.path, size, sha, blob.name))
+            bar.update(size)
+    return Snapshot(
+        plan.repo_id,
+        plan.revision,
+        plan.requested_revision,
+        plan.endpoint,
+        plan.cache_dir,
+        str(snap),
+        entries,
+    )
