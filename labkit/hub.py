@@ -184,7 +184,7 @@ def _translate(
     exc: Exception, *, repo_id: str, revision: str, endpoint: str, token: str | None
 ) -> Exception:
     """Turn a huggingface_hub/httpx error into a one-line LabError that says what to do."""
-    import httpx
+    import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub.errors import (
         GatedRepoError,
         RepositoryNotFoundError,
@@ -211,7 +211,7 @@ def _translate(
             f"no model repo '{repo_id}' at {endpoint}",
             "check the repo id (org/name); for a private repo set HF_TOKEN",
         )
-    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError) or (
+    if isinstance(exc, httpx2.TransportError | ConnectionError | TimeoutError) or (
         isinstance(exc, OSError) and "connect" in str(exc).lower()
     ):
         local = endpoint.startswith(("http://127.0.0.1", "http://localhost"))
@@ -307,9 +307,27 @@ def plan_download(
         )
         for p in paths
     ]
+    if getattr(info, "gated", False):
+        _check_access(
+            repo_id, sha, min(files, key=lambda f: f.size).path, endpoint=endpoint, token=token
+        )
     folder = repo_folder(cache_dir, repo_id)
     missing = sum(f.size for f in files if not _complete_blob(folder, f))
     return DownloadPlan(repo_id, sha, revision, endpoint, str(cache_dir), files, missing)
+
+
+def _check_access(repo_id: str, sha: str, path: str, *, endpoint: str, token: str | None) -> None:
+    """A gated repo shows its metadata to anyone; ask for one file now rather than fail mid-download."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, path, revision=sha, endpoint=endpoint), token=token
+        )
+    except Exception as exc:
+        raise _translate(
+            exc, repo_id=repo_id, revision=sha, endpoint=endpoint, token=token
+        ) from None
 
 
 def check_disk(plan: DownloadPlan) -> None:
@@ -333,6 +351,7 @@ def download(
     from tqdm.auto import tqdm
 
     check_disk(plan)
+    _remove_orphaned_partials(plan)
     try:
         snapshot_download(
             plan.repo_id,
@@ -359,6 +378,25 @@ def download(
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(plan.revision)
     return verify_snapshot(plan, progress=progress)
+
+
+def _remove_orphaned_partials(plan: DownloadPlan) -> None:
+    """Delete partial blobs a killed download left behind (huggingface_hub restarts them anyway).
+
+    A partial is orphaned when nobody holds its blob's lock in ``.locks``, the same lock
+    huggingface_hub takes while it writes that blob.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = repo_folder(plan.cache_dir, plan.repo_id)
+    locks = Path(plan.cache_dir) / ".locks" / folder.name
+    for partial in folder.glob("blobs/*.incomplete"):
+        etag = partial.name.split(".", 1)[0]
+        try:
+            with FileLock(locks / f"{etag}.lock", timeout=0):
+                partial.unlink(missing_ok=True)
+        except Timeout:
+            continue  # another process is downloading this blob right now
 
 
 def _git_blob_id(path: Path, size: int) -> str:

@@ -50,3 +50,14 @@ def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty lab dir for one test; returns it."""
     monkeypatch.setenv("LABKIT_LAB_DIR", str(tmp_path / "lab"))
     return tmp_path / "lab"
+
+
+@pytest.fixture(scope="session")
+def local_hub(default_model: Path):
+    """The local Hub mirror, started once (as `labkit local up` does) and left running."""
+    from labkit.config import load_config
+    from labkit.local import hub
+
+    cfg = load_config()
+    hub.up(cfg, progress=False)
+    return cfg
