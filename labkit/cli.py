@@ -56,6 +56,13 @@ def _cmd_download(args: argparse.Namespace, cfg: Config) -> int:
     from labkit import hub
 
     cache_dir = args.cache_dir or cfg.hub_cache_dir
+    compression = "gz" if args.tar and args.tar.name.endswith((".tar.gz", ".tgz")) else None
+    if args.tar:
+        from labkit import package
+
+        package.destination(
+            args.tar, args.repo_id, compression
+        )  # a bad name fails before the download
     plan = hub.plan_download(
         args.repo_id,
         args.revision or cfg.revision,
@@ -94,9 +101,10 @@ def _cmd_download(args: argparse.Namespace, cfg: Config) -> int:
 
 def _cmd_package_verify(args: argparse.Namespace, cfg: Config) -> int:
     from labkit import package
+    from labkit.state import to_data
 
     report = package.verify_tarball(args.tar)
-    data = report.to_dict()
+    data = to_data(report)
     _emit(args, data, "ok" if report.ok else "\n".join(f"error: {e}" for e in report.errors))
     return 0 if report.ok else 1
 

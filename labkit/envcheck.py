@@ -161,14 +161,13 @@ class StepPlan:
 
 def step_plan(cfg: Config) -> list[StepPlan]:
     """What each later step will use, read off the configuration."""
-    hub = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     s3 = cfg.s3_endpoint_url or "AWS S3"
     return [
         StepPlan(
             "01_size_model",
             f"model {cfg.model_source}; plan {cfg.resource_plan or 'smallest that fits'}",
         ),
-        StepPlan("02_download_model", f"{cfg.model_id} @ {cfg.revision} from {hub}"),
+        StepPlan("02_download_model", f"{cfg.model_id} @ {cfg.revision} from {cfg.hub_endpoint}"),
         StepPlan("03_upload_to_s3", f"s3://{cfg.bucket}/models/... via {s3}"),
         StepPlan("04_build_image", f"{cfg.registry}/{cfg.image_repository}/aicore-vllm"),
         StepPlan("05_author_serving_template", f"{cfg.root / 'templates'}"),

@@ -169,3 +169,29 @@ def test_gated_repo_needs_the_right_token(local_hub, tmp_path):
         from labkit.local.hub import repo_dir
 
         shutil.rmtree(repo_dir(local_hub, repo_id), ignore_errors=True)
+
+
+def test_cli_download_with_tar_then_verify(local_hub, tmp_path):
+    labkit = str(Path(sys.executable).with_name("labkit"))
+    tar = tmp_path / "out" / "model.tar"
+    out = subprocess.run(
+        [labkit, "download", DEFAULT_REPO_ID, "--revision", DEFAULT_TAG, "--cache-dir", str(tmp_path / "c"),
+         "--tar", str(tar), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert {"repo_id", "revision", "snapshot_dir", "files", "tar", "tar_sha256"} <= data.keys()
+    assert data["revision"] == FIRST_COMMIT and Path(data["tar"]) == tar
+    assert tar.with_name("model.tar.sha256").read_text().split()[0] == data["tar_sha256"]
+    ok = subprocess.run(
+        [labkit, "package", "verify", str(tar), "--json"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+    with tar.open("r+b") as fh:
+        fh.seek(tar.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    bad = subprocess.run([labkit, "package", "verify", str(tar)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "model.safetensors" in bad.stdout + bad.stderr

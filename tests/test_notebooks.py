@@ -4,8 +4,10 @@ import nbformat
 import papermill
 import pytest
 
+from labkit import package
 from labkit.config import load_config
 from labkit.errors import StepError
+from labkit.local.hub import MAIN_COMMIT
 from labkit.run import lab_notebooks, run_lab
 from labkit.state import State
 
@@ -22,7 +24,7 @@ def _errors(path) -> list[str]:
     ]
 
 
-def test_labkit_run_executes_every_notebook_and_records_results(default_model, lab_env, tmp_path):
+def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_env, tmp_path):
     cfg = load_config()
     report = run_lab(cfg, out_dir=tmp_path / "run", progress=False)
     assert report.ok
@@ -36,6 +38,9 @@ def test_labkit_run_executes_every_notebook_and_records_results(default_model, l
     size = state.get("size")
     assert size["fits"] is True
     assert size["kv_bytes_per_token"] == 23_040
+    download = state.get("download")
+    assert download["revision"] == MAIN_COMMIT
+    assert package.verify_tarball(download["tar"]).sha256 == download["tar_sha256"]
     assert "00_setup.ipynb" in (tmp_path / "run" / "report.md").read_text()
 
 
