@@ -22,7 +22,11 @@ def sizing_form(
     gpu_memory_utilization: float = 0.9,
     kv_cache_gib: float = 0.0,
 ) -> Any:
-    """A form for model, plan, dtype, max_model_len and utilisation that re-sizes on every change."""
+    """A form for model, plan, dtype, max_model_len and utilisation that re-sizes on every change.
+
+    The returned box carries ``.fields`` (name -> widget), ``.report`` (the last sizing) and
+    ``.error`` (the last error, or None).
+    """
     import ipywidgets as w
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -43,6 +47,7 @@ def sizing_form(
     )
     kv_box = w.FloatText(value=kv_cache_gib, description="KV GiB", tooltip="0 = derive from memory")
     out = w.Output()
+    form = w.VBox()
 
     def refresh(_change: Any = None) -> None:
         out.clear_output(wait=True)
@@ -57,15 +62,26 @@ def sizing_form(
                     kv_cache_gib=kv_box.value or None,
                 )
             except Exception as exc:  # shown in the form; the notebook's own cell raises for real
+                form.error = str(exc)
                 print(f"error: {exc}")
                 return
+            form.report, form.error = report, None
             display(report)
             sizing.plot_budget(report)
             plt.show()
 
     for box in (model_box, plan_box, dtype_box, len_box, util_box, kv_box):
         box.observe(refresh, names="value")
+    form.children = [
+        model_box,
+        w.HBox([plan_box, dtype_box]),
+        w.HBox([len_box, kv_box]),
+        util_box,
+        out,
+    ]
+    # The fields, the last good report and the last error, for code that drives the form (and tests).
+    form.fields = {"model": model_box, "plan": plan_box, "dtype": dtype_box, "max_model_len": len_box,
+                   "kv_cache_gib": kv_box, "gpu_memory_utilization": util_box}  # fmt: skip
+    form.report, form.error = None, None
     refresh()
-    return w.VBox(
-        [model_box, w.HBox([plan_box, dtype_box]), w.HBox([len_box, kv_box]), util_box, out]
-    )
+    return form
