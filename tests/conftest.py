@@ -61,3 +61,19 @@ def local_hub(default_model: Path):
     cfg = load_config()
     hub.up(cfg, progress=False)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def default_tarball(local_hub, tmp_path_factory: pytest.TempPathFactory):
+    """The default model's tarball, made the lab's way: downloaded from the local Hub at its first
+    commit, then packaged (steps 02 and 03 of the lab, once per session)."""
+    from labkit import hub, package
+    from labkit.local.hub import DEFAULT_REPO_ID, FIRST_COMMIT
+
+    cache = tmp_path_factory.mktemp("hub-cache")
+    plan = hub.plan_download(
+        DEFAULT_REPO_ID, FIRST_COMMIT, endpoint=local_hub.hub_endpoint, cache_dir=cache
+    )
+    snap = hub.download(plan, progress=False)
+    dest = tmp_path_factory.mktemp("tarball") / "HuggingFaceTB--SmolLM2-135M-Instruct.tar"
+    return package.write_tarball(cache, DEFAULT_REPO_ID, snap.revision, dest, progress=False)

@@ -543,35 +543,12 @@ VLLM_SCRIPT = textwrap.dedent(
 )
 
 
-def build_hf_cache(model_dir: Path, cache: Path, repo_id: str) -> str:
-    """The cache snapshot_download(repo_id, revision=<sha>) would write for ``model_dir``."""
-    files = {
-        p.relative_to(model_dir).as_posix(): p for p in sorted(model_dir.rglob("*")) if p.is_file()
-    }
-    commit = hashlib.sha1(
-        b"".join(f"{k}\0{p.stat().st_size}\0".encode() for k, p in files.items())
-    ).hexdigest()
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "blobs").mkdir(parents=True)
-    for rel, src in files.items():
-        data = src.read_bytes()
-        blob = repo / "blobs" / etag_of(rel, data)
-        try:
-            os.link(src, blob)  # same bytes, no copy of the weights
-        except OSError:
-            shutil.copyfile(src, blob)
-        link = repo / "snapshots" / commit / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.relpath(blob, link.parent), link)
-    return commit
-
-
 @pytest.mark.integration
 @pytest.mark.slow
-def test_vllm_loads_the_unpacked_read_only_tarball(default_model: Path, tmp_path: Path) -> None:
+def test_vllm_loads_the_unpacked_read_only_tarball(default_tarball, tmp_path: Path) -> None:
     repo_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    commit = build_hf_cache(default_model, tmp_path / "hub", repo_id)
-    tb = write_tarball(tmp_path / "hub", repo_id, commit, tmp_path / "model.tar", progress=False)
+    tb = default_tarball
+    commit = tb.revision
     assert verify_tarball(tb.path).ok
 
     models = tmp_path / "mnt" / "models"
