@@ -864,7 +864,9 @@ def test_entrypoint_serves_the_default_model_tarball_and_stops_on_sigterm(
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
         assert MODULE.encode() in cmdline
         text = log_path.read_text()
-        assert text.count("entrypoint: exec ") == 1 and f"entrypoint: unpacked {tb.path.name}" in text
+        assert (
+            text.count("entrypoint: exec ") == 1 and f"entrypoint: unpacked {tb.path.name}" in text
+        )
         seen = dict(
             item.split("=", 1)
             for item in Path(f"/proc/{proc.pid}/environ").read_text().split("\0")
