@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from labkit.errors import ConfigError
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# moto takes any key pair; fixed ones keep the local object store secret stable between runs.
+LOCAL_S3_CREDENTIALS = ("labkit-local", "labkit-local-secret")
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -61,6 +63,25 @@ class Config(BaseSettings):
         ),
         description="service key JSON as BTP gives it",
     )
+    s3_port: int = Field(9000, description="port of the local S3 (moto)")
+    aws_region: str | None = Field(
+        None, description="S3 region (default: AWS_REGION or the AWS profile's, else us-east-1)"
+    )
+    # The LABKIT_ names only: in the local profile a real AWS key in AWS_* must never travel to
+    # moto or into the local AI Core's secrets; on a tenant, unset means boto3's own chain
+    # (AWS_* variables, ~/.aws profiles, instance roles).
+    aws_access_key_id: SecretStr | None = Field(
+        None, description="S3 access key id (default: boto3's chain; local: a dummy key)"
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret access key (default: boto3's chain; local: a dummy key)"
+    )
+    object_store_secret: str = Field(
+        "default", description="AI Core object store secret that points at the bucket"
+    )
+    s3_path_prefix: str = Field(
+        "", description="pathPrefix of that secret: ai:// URLs are relative to it"
+    )
     hf_endpoint: str | None = Field(
         None, description="Hub URL (default: the local mirror, or huggingface.co)"
     )
@@ -100,6 +121,26 @@ class Config(BaseSettings):
         if self.profile == "local":
             return f"http://127.0.0.1:{self.hub_port}"
         return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        """The S3 endpoint URL: set explicitly, else the local moto, else None (AWS, by region)."""
+        if self.s3_endpoint_url:
+            return self.s3_endpoint_url.rstrip("/")
+        if self.profile == "local":
+            return f"http://127.0.0.1:{self.s3_port}"
+        return None
+
+    def s3_credentials(self) -> tuple[str, str] | None:
+        """The S3 key pair (never printed): LABKIT_AWS_*, else a dummy pair locally, else None (boto3's chain)."""
+        if self.aws_access_key_id is not None and self.aws_secret_access_key is not None:
+            return (
+                self.aws_access_key_id.get_secret_value(),
+                self.aws_secret_access_key.get_secret_value(),
+            )
+        if self.profile == "local":
+            return LOCAL_S3_CREDENTIALS
+        return None
 
     def hub_token(self) -> str | None:
         """The Hugging Face token for API calls (never printed), or None."""

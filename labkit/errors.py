@@ -37,3 +37,7 @@ class StepError(LabError):
 
 class DiskError(LabError):
     """Not enough free disk for what a step is about to write."""
+
+
+class StorageError(LabError):
+    """The object store refused, cannot be reached, or holds something else at the key."""

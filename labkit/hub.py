@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import DiskError, ModelError, ServiceError
+from labkit.files import HASH_CHUNK, human_bytes, sha256_file
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -43,7 +44,6 @@ FORMATS = {
     "all": ((), ()),
 }
 DISK_MARGIN_BYTES = 512 * 2**20
-HASH_CHUNK = 8 * 2**20
 
 
 @dataclass
@@ -74,14 +74,14 @@ class DownloadPlan:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td><code>{escape(f.path)}</code></td><td style='text-align:right'>{_human(f.size)}</td>"
+            f"<tr><td><code>{escape(f.path)}</code></td><td style='text-align:right'>{human_bytes(f.size)}</td>"
             f"<td>{'LFS' if f.lfs_sha256 else 'git'}</td></tr>"
             for f in self.files
         )
         return (
             f"<p><b>{escape(self.repo_id)}</b> @ <code>{escape(self.requested_revision)}</code> "
-            f"= <code>{self.revision}</code><br>{len(self.files)} files, {_human(self.total_bytes)}; "
-            f"still to fetch {_human(self.missing_bytes)} into <code>{escape(self.cache_dir)}</code></p>"
+            f"= <code>{self.revision}</code><br>{len(self.files)} files, {human_bytes(self.total_bytes)}; "
+            f"still to fetch {human_bytes(self.missing_bytes)} into <code>{escape(self.cache_dir)}</code></p>"
             f"<table><tr><th>file</th><th>size</th><th>storage</th></tr>{rows}</table>"
         )
 
@@ -117,23 +117,15 @@ class Snapshot:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td><code>{escape(f.path)}</code></td><td style='text-align:right'>{_human(f.size)}</td>"
+            f"<tr><td><code>{escape(f.path)}</code></td><td style='text-align:right'>{human_bytes(f.size)}</td>"
             f"<td><code>{f.sha256[:16]}…</code></td></tr>"
             for f in self.files
         )
         return (
             f"<p>✅ <b>{escape(self.repo_id)}</b> @ <code>{self.revision}</code> verified: "
-            f"{len(self.files)} files, {_human(self.total_bytes)}<br><code>{escape(self.snapshot_dir)}</code></p>"
+            f"{len(self.files)} files, {human_bytes(self.total_bytes)}<br><code>{escape(self.snapshot_dir)}</code></p>"
             f"<table><tr><th>file</th><th>size</th><th>sha256</th></tr>{rows}</table>"
         )
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def repo_folder(cache_dir: str | Path, repo_id: str) -> Path:
@@ -338,7 +330,7 @@ def check_disk(plan: DownloadPlan) -> None:
     need = plan.missing_bytes + DISK_MARGIN_BYTES
     if plan.missing_bytes and free < need:
         raise DiskError(
-            f"{plan.repo_id} needs {_human(need)} more in {target}, only {_human(free)} is free",
+            f"{plan.repo_id} needs {human_bytes(need)} more in {target}, only {human_bytes(free)} is free",
             "free disk space or set LABKIT_HUB_CACHE_DIR to a larger disk",
         )
 
@@ -401,15 +393,6 @@ def _remove_orphaned_partials(plan: DownloadPlan) -> None:
 
 def _git_blob_id(path: Path, size: int) -> str:
     digest = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file, read in large chunks."""
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)

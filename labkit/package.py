@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from labkit.errors import ModelError
+from labkit.files import human_bytes
 
 # 2 MiB: large enough that per-chunk Python work is noise, small enough that a chunk is still in
 # the CPU cache when the second hash and the write read it (measured: 16 MiB is ~20% slower).
@@ -138,12 +139,12 @@ class Tarball:
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td><code>{html.escape(_snapshot_path(f.path))}</code></td>"
-            f"<td style='text-align:right'>{_human(f.size)}</td>"
+            f"<td style='text-align:right'>{human_bytes(f.size)}</td>"
             f"<td><code>{f.sha256[:12]}…</code></td></tr>"
             for f in self.files
         )
         return (
-            f"<div><b>{html.escape(self.path.name)}</b> — {_human(self.size)}, "
+            f"<div><b>{html.escape(self.path.name)}</b> — {human_bytes(self.size)}, "
             f"sha256 <code>{self.sha256}</code><br>"
             f"{html.escape(self.repo_id)} @ <code>{self.revision}</code>, "
             f"manifest <code>{html.escape(self.manifest.name)}</code>"
@@ -172,7 +173,7 @@ class VerifyReport:
         return (
             f"<div><span style='background:{color};color:white;padding:1px 6px;"
             f"border-radius:3px'>{label}</span> <b>{html.escape(self.path.name)}</b> — "
-            f"{self.members} entries, {_human(self.size)}, sha256 <code>{self.sha256}</code>"
+            f"{self.members} entries, {human_bytes(self.size)}, sha256 <code>{self.sha256}</code>"
             f"{f'<ul>{items}</ul>' if items else ''}</div>"
         )
 
@@ -335,7 +336,7 @@ def write_tarball(
     free = shutil.disk_usage(path.parent).free
     if free < plan.size:
         raise ModelError(
-            f"{path.parent} has {_human(free)} free, the archive needs {_human(plan.size)}",
+            f"{path.parent} has {human_bytes(free)} free, the archive needs {human_bytes(plan.size)}",
             "free some space or choose another destination",
         )
 
@@ -494,18 +495,18 @@ def tar_tree(path: str | os.PathLike[str]) -> str:
             total = sum(entries[f"{name}/{b}"].size for b in node if f"{name}/{b}" in entries)
             count = len(node)
             node.clear()  # one summary line instead of a line per blob
-            return f"blobs/  ({count} files, {_human(total)})"
+            return f"blobs/  ({count} files, {human_bytes(total)})"
         if ti is None or ti.isdir():
             return base + "/"
         if ti.issym():
             blob = entries.get(os.path.normpath(os.path.join(os.path.dirname(name), ti.linkname)))
-            extra = f"({_human(blob.size)})" if blob is not None else "(missing!)"
+            extra = f"({human_bytes(blob.size)})" if blob is not None else "(missing!)"
             return f"{base} -> {_short_link(ti.linkname)}  {extra}"
         if name in refs:
             return f"{base} = {refs[name]}"
-        return f"{base}  ({_human(ti.size)})"
+        return f"{base}  ({human_bytes(ti.size)})"
 
-    lines = [f"{path.name}  ({_human(path.stat().st_size)}, {len(entries)} entries)"]
+    lines = [f"{path.name}  ({human_bytes(path.stat().st_size)}, {len(entries)} entries)"]
 
     def walk(node: dict[str, Any], prefix: str, parent: str) -> None:
         items = list(node.items())
@@ -1069,11 +1070,3 @@ def _snapshot_path(path: str) -> str:
 def _short_link(link: str) -> str:
     head, _, etag = link.rpartition("/")
     return f"{head}/{etag[:12]}…" if len(etag) > 16 else link
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"

@@ -5,7 +5,7 @@ import papermill
 import pytest
 
 from labkit import package
-from labkit.config import load_config
+from labkit.config import LOCAL_S3_CREDENTIALS, load_config
 from labkit.errors import StepError
 from labkit.local.hub import MAIN_COMMIT
 from labkit.run import lab_notebooks, run_lab
@@ -41,6 +41,13 @@ def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_e
     download = state.get("download")
     assert download["revision"] == MAIN_COMMIT
     assert package.verify_tarball(download["tar"]).sha256 == download["tar_sha256"]
+    upload = state.get("upload")
+    assert upload["artifact_url"] == (
+        "ai://default/models/smollm2/6d86325/HuggingFaceTB--SmolLM2-135M-Instruct.tar"
+    )
+    assert upload["sha256"] == download["tar_sha256"]
+    secret = LOCAL_S3_CREDENTIALS[1]
+    assert not any(secret in (tmp_path / "run" / n.notebook).read_text() for n in report.notebooks)
     assert "00_setup.ipynb" in (tmp_path / "run" / "report.md").read_text()
 
 

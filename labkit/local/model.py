@@ -26,6 +26,7 @@ from typing import Any
 
 from labkit.config import DEFAULT_MODEL_ID, Config
 from labkit.errors import ModelError, ServiceError
+from labkit.files import pid_alive
 from labkit.local.daemon import ServiceStatus
 
 log = logging.getLogger(__name__)
@@ -371,18 +372,8 @@ def _remove_stale_partials(dest: Path) -> None:
             pid = int(stale.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
         except ValueError:
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _rewrite_json(
