@@ -23,6 +23,8 @@ from pathlib import Path
 from labkit.errors import ServiceError
 
 LOG_TAIL_LINES = 15
+# Local services listen on loopback: a proxy from the environment must not carry requests away.
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Daemon:
     def healthy(self, timeout: float = 2.0) -> bool:
         """True when the health URL answers with a status below 500."""
         try:
-            with urllib.request.urlopen(self.health_url, timeout=timeout) as resp:
+            with LOOPBACK.open(self.health_url, timeout=timeout) as resp:
                 return resp.status < 500
         except urllib.error.HTTPError as exc:
             return exc.code < 500

@@ -30,14 +30,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.config import DEFAULT_MODEL_ID, Config
 from labkit.errors import ModelError, ServiceError
-from labkit.local.daemon import Daemon, ServiceStatus, extra_requirements, tool_env
+from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus, extra_requirements, tool_env
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,6 @@ _GATED_FILE = "labkit-gated"  # in .git; the launcher reads the same name
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _GIT_TIMEOUT_S = 600
 _HEALTH_TIMEOUT_S = 5.0
-# The hub is on loopback: a proxy from the environment must not carry the health check away.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # The program olah runs in (see its docstring): olah_launch.py beside this module, run with the
@@ -309,7 +306,7 @@ class _Olah(Daemon):
 
     def healthy(self, timeout: float = _HEALTH_TIMEOUT_S) -> bool:
         try:
-            with _NO_PROXY.open(self.health_url, timeout=timeout) as resp:
+            with LOOPBACK.open(self.health_url, timeout=timeout) as resp:
                 return json.load(resp).get("sha") == self.expected_sha
         except (OSError, ValueError, AttributeError):
             return False

@@ -14,19 +14,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import re
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.config import Config
 from labkit.errors import ServiceError
-from labkit.local.daemon import Daemon, ServiceStatus, extra_requirements, tool_env
+from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus, extra_requirements, tool_env
 
 S3_EXTRA = "svc-s3"
 _HEALTH_TIMEOUT_S = 5.0
-# moto is on loopback: a proxy from the environment must not carry the health check away.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def s3_url(cfg: Config) -> str:
@@ -40,7 +37,7 @@ class _Moto(Daemon):
 
     def healthy(self, timeout: float = _HEALTH_TIMEOUT_S) -> bool:
         try:
-            with _NO_PROXY.open(self.health_url, timeout=timeout) as resp:
+            with LOOPBACK.open(self.health_url, timeout=timeout) as resp:
                 return resp.status == 200 and b"<ListAllMyBucketsResult" in resp.read(1 << 20)
         except (OSError, ValueError):
             return False
@@ -135,7 +132,7 @@ def status(cfg: Config) -> ServiceStatus:
 def _count_objects(url: str, bucket: str) -> int | None:
     """Objects in the bucket (first 1000), or None when the bucket is missing."""
     try:
-        with _NO_PROXY.open(f"{url}/{bucket}?list-type=2", timeout=_HEALTH_TIMEOUT_S) as resp:
+        with LOOPBACK.open(f"{url}/{bucket}?list-type=2", timeout=_HEALTH_TIMEOUT_S) as resp:
             body = resp.read(8 << 20)
     except (OSError, ValueError):
         return None
