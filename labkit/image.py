@@ -401,6 +401,64 @@ def find_next_tag(
     return ImageRef(registry, repository, next_tag(tags, day))
 
 
+@dataclass
+class BuildPlan:
+    """What step 04 does: the builder (None when the machine has none), variant and next tag."""
+
+    ref: ImageRef
+    variant: Variant
+    builder: Builder | None
+    taken: list[str]
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": str(self.ref),
+            "variant": self.variant,
+            "builder": self.builder.name if self.builder else None,
+            "taken": self.taken,
+            "note": self.note,
+        }
+
+    def _repr_markdown_(self) -> str:
+        how = f"with **{self.builder.name}**" if self.builder else f"**skipped**: {self.note}"
+        tags = ", ".join(f"`{t}`" for t in self.taken[-8:]) or "none yet"
+        return (
+            f"Next image: `{self.ref}` ({self.variant}), built {how}.\n\n"
+            f"Tags already in `{self.ref.registry}/{self.ref.path}`: {tags}"
+        )
+
+
+def plan_build(cfg: Config, day: date | None = None) -> BuildPlan:
+    """The builder, variant and next free tag of ``day`` (default today) for this machine.
+
+    A machine without a builder gets a plan with ``builder=None`` and the reason, so the lab
+    goes on (the local AI Core then runs the runtime on the host)."""
+    registry = registry_address(cfg)
+    repository = check_repository(cfg.image_repository)
+    builder, note = None, ""
+    try:
+        builder = find_builder(cfg)
+    except (ServiceError, ImageError) as exc:
+        note = str(exc)
+    try:
+        tags = list_tags(registry, repository, login=credentials(cfg))
+    except (ServiceError, ImageError) as exc:
+        if builder is not None:
+            raise
+        tags, note = [], f"{note}; {exc}"
+    ref = ImageRef(registry, repository, next_tag(tags, day or date.today()))
+    return BuildPlan(ref, default_variant(cfg), builder, sorted(tags), note)
+
+
+def build_and_push(cfg: Config, plan: BuildPlan, *, on_line: OnLine | None = None) -> Image:
+    """Build the plan's image and push it; the result carries the pushed digest."""
+    if plan.builder is None:
+        raise ImageError(f"cannot build here: {plan.note}", "install buildah (`make system`)")
+    built = build(cfg, plan.ref, variant=plan.variant, builder=plan.builder, on_line=on_line)
+    return push(cfg, built, builder=plan.builder, on_line=on_line)
+
+
 @dataclass(repr=False)
 class DockerRegistrySecret:
     """AI Core's docker registry secret (POST /v2/admin/dockerRegistrySecrets); password masked."""
@@ -1105,6 +1163,48 @@ def build(
     )
 
 
+_STEP = re.compile(r"^(?:STEP|Step) (\d+)/(\d+)\s*:?\s*(.*)|^#\d+ \[[^\]]*?(\d+)/(\d+)\] (.*)")
+
+
+class BuildProgress:
+    """An ``on_line`` callback: a progress bar over the build's ``STEP n/m`` lines (buildah,
+    podman, docker) with the latest output line beside it, instead of pages of pip output."""
+
+    def __init__(self, desc: str = "build") -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=0, desc=desc, unit="step")
+        self.lines: deque[str] = deque(maxlen=20)
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        match = _STEP.match(line)
+        if match:
+            done, total, what = (g for g in match.groups() if g is not None)
+            self.bar.total = int(total)
+            self.bar.n = int(done) - 1
+            self.bar.set_description_str(what[:50])
+            self.bar.refresh()
+        elif line.strip():
+            self.bar.set_postfix_str(line.strip()[:60], refresh=False)
+
+    def close(self) -> None:
+        """Mark the work done and close the bar."""
+        if self.bar.total:
+            self.bar.n = self.bar.total
+        self.bar.set_postfix_str("", refresh=False)
+        self.bar.close()
+
+
+def gpu_build_command(cfg: Config, ref: ImageRef | str, *, builder: str = "docker") -> str:
+    """The commands that build and push the GPU image on a Docker host (shown, not run here)."""
+    import shlex
+
+    opts = build_options(cfg, "gpu")
+    build_cmd = [builder, "build", *opts, "-t", str(ref), "runtime/"]
+    return f"{shlex.join(build_cmd)}\n{shlex.join([builder, 'push', str(ref)])}"
+
+
 def image_size(builder: Builder, ref: str) -> int:
     """The image's uncompressed size in the builder's storage (0 when unknown)."""
     if builder.name == "buildah":
@@ -1399,11 +1499,16 @@ def smoke_test(
     timeout: float = 600.0,
     log: Path | None = None,
 ) -> SmokeResult:
-    """Run the image's entrypoint with ``models_dir`` read-only at /mnt/models, as KServe mounts
-    it, wait for /health, ask one chat question, then stop it (SIGTERM)."""
+    """Run the image's entrypoint with ``models_dir`` (or a dir holding just the model tarball
+    given instead) read-only at /mnt/models, as KServe mounts it, wait for /health, ask one chat
+    question, then stop it (SIGTERM)."""
     builder = builder or find_builder(cfg)
     port = port or _free_port()
     log = log or Path(tempfile.mkdtemp(prefix="labkit-smoke-")) / "container.log"
+    models_dir = Path(models_dir)
+    made = None
+    if models_dir.is_file():
+        models_dir = made = _models_dir_of(models_dir, log.parent / "models")
     settings = {
         "PORT": str(port),
         "HOST": "127.0.0.1",  # the container shares the host's network: loopback only
@@ -1457,7 +1562,21 @@ def smoke_test(
             ) from None
     finally:
         container.stop()
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
     return SmokeResult(reference, seconds, answer, uids, str(log))
+
+
+def _models_dir_of(tarball: Path, where: Path) -> Path:
+    """A models dir holding only ``tarball``, as KServe's storage initializer leaves it."""
+    where.mkdir(parents=True, exist_ok=True)
+    target = where / tarball.name
+    if not target.exists():
+        try:
+            os.link(tarball, target)
+        except OSError:  # another file system: a copy
+            shutil.copyfile(tarball, target)
+    return where
 
 
 def _answers(opener: urllib.request.OpenerDirector, url: str) -> bool:

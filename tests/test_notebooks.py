@@ -1,10 +1,12 @@
 """Every notebook runs headless with papermill on the local profile; results land in the lab state."""
 
+from datetime import date
+
 import nbformat
 import papermill
 import pytest
 
-from labkit import package
+from labkit import image, package
 from labkit.config import LOCAL_S3_CREDENTIALS, load_config
 from labkit.errors import StepError
 from labkit.local.hub import MAIN_COMMIT
@@ -46,6 +48,13 @@ def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_e
         "ai://default/models/smollm2/6d86325/HuggingFaceTB--SmolLM2-135M-Instruct.tar"
     )
     assert upload["sha256"] == download["tar_sha256"]
+    built = state.get("image")
+    if image.available_builder(cfg) is None:
+        assert built["reference"] == "" and built["note"]
+    else:
+        assert built["digest"].startswith("sha256:") and built["lint_ok"] is True
+        assert built["tag"] == image.format_tag(date.today(), image.parse_tag(built["tag"])[1])
+        assert "Paris" in built["smoke"]["answer"]
     secret = LOCAL_S3_CREDENTIALS[1]
     assert not any(secret in (tmp_path / "run" / n.notebook).read_text() for n in report.notebooks)
     assert "00_setup.ipynb" in (tmp_path / "run" / "report.md").read_text()
