@@ -336,7 +336,9 @@ def _cmd_image_login_secret(args: argparse.Namespace, cfg: Config) -> int:
 def _cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from labkit.run import run_lab
 
-    report = run_lab(cfg, out_dir=args.out, only=args.only, progress=not args.json)
+    report = run_lab(
+        cfg, out_dir=args.out, only=args.only, progress=not args.json, resume=args.resume
+    )
     text = "\n".join(f"{n.status:6} {n.seconds:7.1f}s  {n.notebook}" for n in report.notebooks)
     _emit(args, report.to_dict(), f"{text}\nexecuted notebooks and report.md in {report.out_dir}")
     return 0
@@ -670,6 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, help="run folder (default .lab/runs/<timestamp>)")
     run.add_argument("--only", nargs="+", metavar="NN", help="only notebooks with these prefixes")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the last failed run in its folder, from the notebook that failed",
+    )
     run.set_defaults(func=_cmd_run)
 
     local = sub.add_parser(

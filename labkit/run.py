@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -48,7 +49,9 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, **asdict(self)}
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, state: dict[str, Any] | None = None) -> str:
+        """The report a person reads: each notebook's outcome and time, then what the steps
+        recorded in the lab state (``state``: step name -> result)."""
         lines = [
             f"# Lab run ({self.profile} profile)",
             "",
@@ -59,7 +62,119 @@ class RunReport:
             f"| [{n.notebook}]({Path(n.output).name}) | {n.status} | {n.seconds:.1f} | {n.error} |"
             for n in self.notebooks
         ]
+        total = sum(n.seconds for n in self.notebooks)
+        lines += ["", f"Total: {total:.0f} s."]
+        if state:
+            lines += ["", *results_markdown(state, Path(self.out_dir))]
         return "\n".join(lines) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> RunReport:
+        """A report written by an earlier run (its report.json)."""
+        data = json.loads(Path(path).read_text())
+        runs = [NotebookRun(**n) for n in data.get("notebooks", [])]
+        return cls(data["out_dir"], data["profile"], runs)
+
+
+# What the report shows of each step's recorded result: (label, path into the result).
+REPORT_FIELDS: dict[str, list[tuple[str, str]]] = {
+    "size": [
+        ("model", "model"),
+        ("plan", "plan"),
+        ("fits", "fits"),
+        ("smallest fitting plan", "smallest_fitting_plan"),
+        ("KV cache tokens", "kv_cache_tokens"),
+        ("max concurrency", "max_concurrency"),
+        ("vLLM args", "vllm_args"),
+    ],
+    "download": [
+        ("repo", "repo_id"),
+        ("revision", "revision"),
+        ("tarball", "tar"),
+        ("tarball sha256", "tar_sha256"),
+    ],
+    "upload": [("S3 URI", "s3_uri"), ("artifact URL", "artifact_url")],
+    "image": [
+        ("image", "reference"),
+        ("digest", "digest"),
+        ("skipped", "note"),
+        ("smoke test answer", "smoke.answer"),
+    ],
+    "template": [
+        ("executable", "executable_id"),
+        ("scenario", "scenario_id"),
+        ("template", "path"),
+        ("commit", "commit"),
+        ("lint ok", "lint.ok"),
+        ("lint errors", "lint.errors"),
+        ("lint warnings", "lint.warnings"),
+    ],
+    "deploy": [
+        ("deployment", "deployment_id"),
+        ("status", "status"),
+        ("URL", "deployment_url"),
+        ("artifact", "artifact_id"),
+        ("configuration", "configuration_id"),
+    ],
+    "query": [("model", "model"), ("answers", "answers")],
+    "benchmark": [("results", "results_file")],
+}
+
+
+def _dig(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(v, dict) for v in value):
+            return "<br>".join(_cell(v) for v in value)
+        return " ".join(f"`{v}`" for v in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_cell(v)}" for k, v in value.items())
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text[:300] + ("…" if len(text) > 300 else "")
+
+
+def results_markdown(state: dict[str, Any], out_dir: Path) -> list[str]:
+    """The steps' recorded results as Markdown sections, with the benchmark's table and plots."""
+    lines: list[str] = ["## Results"]
+    for step, fields in REPORT_FIELDS.items():
+        result = state.get(step)
+        if not result:
+            continue
+        rows = [(label, _dig(result, path)) for label, path in fields]
+        rows = [(label, value) for label, value in rows if value not in (None, "", [])]
+        if not rows:
+            continue
+        lines += ["", f"### {step}", "", "| | |", "| --- | --- |"]
+        lines += [f"| {label} | {_cell(value)} |" for label, value in rows]
+    bench = state.get("benchmark") or {}
+    if bench.get("table_markdown"):
+        lines += ["", "### benchmark table", "", bench["table_markdown"]]
+    for plot in bench.get("plots") or []:
+        path = Path(plot)
+        if path.is_file():
+            try:
+                shown = os.path.relpath(path, out_dir)
+            except ValueError:
+                shown = str(path)
+            lines += ["", f"![{path.stem}]({shown})"]
+    return lines
+
+
+def last_failed_run(cfg: Config) -> RunReport | None:
+    """The last run (wherever it went) if it stopped at a failing notebook, else None."""
+    pointer = cfg.runs_dir / "last-run"
+    try:
+        report = RunReport.load(Path(pointer.read_text().strip()) / "report.json")
+    except (OSError, ValueError, KeyError):
+        return None
+    return None if report.ok else report
 
 
 def run_lab(
@@ -69,13 +184,28 @@ def run_lab(
     only: list[str] | None = None,
     parameters: dict[str, Any] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> RunReport:
-    """Execute the numbered notebooks with papermill; stop at the first failure with its name."""
+    """Execute the numbered notebooks with papermill; stop at the first failure with its name.
+
+    ``resume`` continues the last failed run in its folder from the notebook that failed; the
+    notebooks after it read what the earlier ones recorded from the lab state."""
     import papermill
 
     notebooks = lab_notebooks(cfg.root / "notebooks")
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(p) for p in only)]
+    earlier: list[NotebookRun] = []
+    if resume:
+        previous = last_failed_run(cfg)
+        if previous is None:
+            raise StepError(
+                "no failed run to resume", "run `labkit run` without --resume to start one"
+            )
+        earlier = [n for n in previous.notebooks if n.status == "ok"]
+        done = {n.notebook for n in earlier}
+        notebooks = [nb for nb in notebooks if nb.name not in done]
+        out_dir = Path(previous.out_dir)
     if not notebooks:
         raise StepError(
             f"no notebooks to run in {cfg.root / 'notebooks'}",
@@ -83,7 +213,7 @@ def run_lab(
         )
     out_dir = out_dir or cfg.runs_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = RunReport(str(out_dir), cfg.profile)
+    report = RunReport(str(out_dir), cfg.profile, list(earlier))
     # Kernels inherit the environment: this is how the run's profile and paths reach them.
     saved = dict(os.environ)
     os.environ.update(
@@ -114,7 +244,8 @@ def run_lab(
                 )
                 raise StepError(
                     f"{nb.name} failed: {exc.ename}: {' '.join(str(exc.evalue).split())}",
-                    f"open {output} to see the failing cell, fix it and run again",
+                    f"open {output} to see the failing cell, fix it and continue with "
+                    "`labkit run --resume`",
                 ) from None
             report.notebooks.append(
                 NotebookRun(nb.name, str(output), "ok", time.monotonic() - start)
@@ -122,5 +253,20 @@ def run_lab(
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        (out_dir / "report.md").write_text(report.to_markdown())
+        _write_report(cfg, report, out_dir)
     return report
+
+
+def _write_report(cfg: Config, report: RunReport, out_dir: Path) -> None:
+    from labkit.state import State
+
+    try:
+        state = State(cfg.state_file)
+        results = {step: state.get(step) for step in state.steps()}
+    except StepError:
+        results = {}
+    (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    (out_dir / "report.md").write_text(report.to_markdown(results))
+    # Runs may go anywhere (--out): this is how --resume finds the last one.
+    cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.runs_dir / "last-run").write_text(f"{out_dir.resolve()}\n")

@@ -95,4 +95,21 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path, lab_env, monkey
     assert not (tmp_path / "run" / "02_never_runs.ipynb").exists()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "| failed |" in report and "| ok |" in report
-    assert "\n" not in str(exc.value)
+    assert "\n" not in str(exc.value) and "labkit run --resume" in str(exc.value)
+    # Fixed, the run continues in the same folder from the notebook that failed.
+    nb = nbformat.read(root / "notebooks" / "01_fail_step.ipynb", as_version=4)
+    nb.cells[0].source = "x = 3"
+    nbformat.write(nb, root / "notebooks" / "01_fail_step.ipynb")
+    (tmp_path / "run" / "00_pass_step.ipynb").unlink()  # not executed again
+    resumed = run_lab(load_config(), resume=True, progress=False)
+    assert resumed.ok and resumed.out_dir == str(tmp_path / "run")
+    assert [n.notebook for n in resumed.notebooks] == [
+        "00_pass_step.ipynb",
+        "01_fail_step.ipynb",
+        "02_never_runs.ipynb",
+    ]
+    assert not (tmp_path / "run" / "00_pass_step.ipynb").exists()
+    assert (tmp_path / "run" / "02_never_runs.ipynb").exists()
+    assert "| failed |" not in (tmp_path / "run" / "report.md").read_text()
+    with pytest.raises(StepError, match="no failed run to resume"):
+        run_lab(load_config(), resume=True, progress=False)
