@@ -87,12 +87,30 @@ class Config(BaseSettings):
         description="service key JSON as BTP gives it",
     )
     aicore_port: int = Field(8100, description="port of the local AI Core emulator")
+    aicore_token_ttl: int = Field(
+        43200, ge=60, description="lifetime in s of the local AI Core's OAuth tokens"
+    )
+    aicore_runner: Literal["auto", "buildah", "host"] = Field(
+        "auto",
+        description="how the local AI Core runs predictors (auto: the image with buildah if installed)",
+    )
+    aicore_start_timeout: float = Field(
+        900.0, gt=0, description="s the local AI Core waits for a predictor to answer /health"
+    )
     scenario: str = Field("labkit-vllm", description="AI Core scenario id of the lab's template")
     template_repo_dir: Path | None = Field(
         None,
         description="git checkout that AI Core's application syncs (default: a local repo)",
     )
     template_repo_path: str = Field("labkit", description="folder of that repo the app syncs")
+    template_repo_url: str | None = Field(
+        None,
+        description="git URL AI Core syncs (default: the local repo's path, or its origin remote)",
+    )
+    git_username: str | None = Field(None, description="user for AI Core's read access to that repo")
+    git_password: SecretStr | None = Field(
+        None, description="token for AI Core's read access to that repo (never printed)"
+    )
     s3_port: int = Field(9000, description="port of the local S3 (moto)")
     aws_region: str | None = Field(
         None, description="S3 region (default: AWS_REGION or the AWS profile's, else us-east-1)"

