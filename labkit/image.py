@@ -1538,7 +1538,7 @@ def smoke_test(
             {
                 uid
                 for pid in _session_pids(container.process.pid)
-                if b"vllm.entrypoints.openai" in _proc_read(pid, "cmdline")
+                if b"/opt/labkit/serve.py" in _proc_read(pid, "cmdline")
                 and (uid := _proc_uid(pid)) is not None
             }
         )

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Container entrypoint of the inference-server image: environment -> vLLM command line -> exec.
 
-    python entrypoint.py                      resolve the model, then exec vLLM's OpenAI server
+    python entrypoint.py                      resolve the model, then exec serve.py (vLLM's
+                                              OpenAI server plus the legacy /generate route)
     python entrypoint.py --print-command      resolve the model, print the command as JSON, exit
     python entrypoint.py --unpack TAR DEST    unpack a model tarball under the server's safety rules
 
@@ -28,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+# vLLM's OpenAI server with the legacy demo server's /generate added; it lives beside this file.
+SERVER = Path(__file__).resolve().with_name("serve.py")
 DEFAULT_MODELS_DIR = "/mnt/models"
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = "8080"  # KServe's default container port
@@ -265,7 +267,7 @@ def build_command(
     managed = [["--served-model-name", served], ["--host", host], ["--port", port]]
     managed += env_flag_groups(environ)  # validated even when ARG overrides, so typos surface
     flags = [token for group in managed if group[0] not in given for token in group]
-    return [python, "-m", VLLM_MODULE, "--model", str(model.path), *flags, *extra]
+    return [python, str(SERVER), "--model", str(model.path), *flags, *extra]
 
 
 def _writable_dir(path: str | None) -> bool:
@@ -755,6 +757,8 @@ def run(args: Sequence[str], environ: Mapping[str, str]) -> int:
     if args == ["--print-command"]:
         print(json.dumps(command))
         return 0
+    if not SERVER.is_file():
+        raise EntrypointError(f"{SERVER} is missing: copy serve.py beside entrypoint.py")
     env = vllm_env(environ)
     Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
     log(f"exec {shlex.join(command)}")

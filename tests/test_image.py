@@ -353,9 +353,9 @@ def test_dockerfile_pins_follow_pyproject_and_aicore_rules() -> None:
         assert env in text, env
     # Build inputs come in as mounts, never as layers; the model never enters the image.
     copies = [line for line in lines if line.startswith(("COPY", "ADD"))]
-    assert copies == ["COPY --chmod=0755 entrypoint.py /opt/labkit/entrypoint.py"]
+    assert copies == ["COPY --chmod=0755 entrypoint.py serve.py /opt/labkit/"]
     ignore = (ROOT / "runtime" / ".dockerignore").read_text().split()
-    assert "*" in ignore and "!entrypoint.py" in ignore
+    assert "*" in ignore and "!entrypoint.py" in ignore and "!serve.py" in ignore
 
 
 def test_build_options_mount_wheels_and_the_ca_bundle(tmp_path: Path, monkeypatch) -> None:

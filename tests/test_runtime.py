@@ -27,7 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = ROOT / "runtime" / "entrypoint.py"
-MODULE = "vllm.entrypoints.openai.api_server"
+SERVER = str(ROOT / "runtime" / "serve.py")  # vLLM's OpenAI server plus /generate
 REPO_ID = "org/tiny"
 FOLDER = "models--org--tiny"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -129,7 +129,7 @@ def test_typical_deployment_gives_the_exact_command(models: Path) -> None:
         "ARG": "--max-num-seqs 64 --dtype=bfloat16",
     }
     assert command(environ) == [
-        sys.executable, "-m", MODULE,
+        sys.executable, SERVER,
         "--model", str(models / FOLDER / "snapshots" / SHA),
         "--served-model-name", "tiny-chat",
         "--host", "0.0.0.0",
@@ -146,7 +146,7 @@ def test_unset_and_empty_values_are_left_out(models: Path) -> None:
     blank = {spec.env: "" for spec in ep.ENV_FLAGS} | {"ARG": " ", "PORT": "", "HOST": ""}
     for environ in ({"MODELS_DIR": str(models)}, {"MODELS_DIR": str(models), **blank}):
         assert command(environ) == [
-            sys.executable, "-m", MODULE,
+            sys.executable, SERVER,
             "--model", str(models / FOLDER / "snapshots" / SHA),
             "--served-model-name", REPO_ID,  # the cache folder names the repo
             "--host", "0.0.0.0",
@@ -365,9 +365,9 @@ def test_plain_model_folder_is_served_directly(tmp_path: Path) -> None:
     for rel, data in FILES.items():
         (folder / rel).write_bytes(data)
     cmd = command({"MODELS_DIR": str(folder)})
-    assert cmd[3:7] == ["--model", str(folder), "--served-model-name", "SmolLM"]
+    assert cmd[2:6] == ["--model", str(folder), "--served-model-name", "SmolLM"]
     cmd = command({"MODELS_DIR": str(folder), "MODEL_ID": "HuggingFaceTB/SmolLM2"})
-    assert cmd[6] == "HuggingFaceTB/SmolLM2"
+    assert cmd[5] == "HuggingFaceTB/SmolLM2"
 
 
 @pytest.mark.parametrize(
@@ -498,6 +498,15 @@ def test_main_execs_vllm_with_the_printed_command(
     assert (tmp_path / "labkit-home").is_dir()
     out, err = capsys.readouterr()
     assert out == "" and err == f"entrypoint: exec {shlex.join(args)}\n"
+
+
+def test_a_missing_serve_py_is_one_line(
+    models: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(ep, "SERVER", models / "serve.py")
+    code, out, err = run_main(capsys, [], {"MODELS_DIR": str(models)})
+    assert out == ""
+    assert_one_line_error(code, err, "serve.py is missing", "beside entrypoint.py")
 
 
 def test_runtime_imports_only_the_standard_library() -> None:
@@ -742,7 +751,7 @@ def test_server_unpacks_the_single_tarball_into_a_writable_dir(
     code, out, err = run_main(capsys, ["--print-command"], environ)
     assert code == 0, err
     snap = tmp_path / "unpacked" / "org--tiny" / FOLDER / "snapshots" / SHA
-    assert json.loads(out)[3:7] == ["--model", str(snap), "--served-model-name", REPO_ID]
+    assert json.loads(out)[2:6] == ["--model", str(snap), "--served-model-name", REPO_ID]
     assert err.startswith("entrypoint: unpacked org--tiny.tar (") and err.count("\n") == 1
     assert sorted(p.name for p in models.iterdir()) == ["org--tiny.tar"]  # /mnt/models untouched
 
@@ -862,7 +871,7 @@ def test_entrypoint_serves_the_default_model_tarball_and_stops_on_sigterm(
         start_s = time.monotonic() - started
         # exec'd: the entrypoint's pid is vLLM's API server now.
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
-        assert MODULE.encode() in cmdline
+        assert SERVER.encode() in cmdline
         text = log_path.read_text()
         assert (
             text.count("entrypoint: exec ") == 1 and f"entrypoint: unpacked {tb.path.name}" in text
@@ -889,6 +898,12 @@ def test_entrypoint_serves_the_default_model_tarball_and_stops_on_sigterm(
         answer = reply["choices"][0]["message"]["content"]  # type: ignore[index]
         print(f"start to /health: {start_s:.1f} s; answer: {answer!r}")
         assert "Paris" in answer
+        # The legacy demo server's route, served by the same process (serve.py).
+        prompt = "The capital of France is"
+        legacy = _post_json(
+            f"{base}/generate", {"prompt": prompt, "max_tokens": 4, "temperature": 0}
+        )
+        assert [t.startswith(prompt) for t in legacy["text"]] == [True]  # type: ignore[union-attr]
 
         stop = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
