@@ -107,7 +107,9 @@ class Config(BaseSettings):
         None,
         description="git URL AI Core syncs (default: the local repo's path, or its origin remote)",
     )
-    git_username: str | None = Field(None, description="user for AI Core's read access to that repo")
+    git_username: str | None = Field(
+        None, description="user for AI Core's read access to that repo"
+    )
     git_password: SecretStr | None = Field(
         None, description="token for AI Core's read access to that repo (never printed)"
     )

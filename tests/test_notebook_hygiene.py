@@ -82,3 +82,9 @@ def test_parameters_are_typed_commented_literals(path):
         assert not re.search(r"(TOKEN|PASSWORD|SECRET|_KEY)$", name), (
             f"secrets are never parameters: {name}"
         )
+    # papermill --help-notebook and parameter injection must see every one of them.
+    import papermill
+
+    seen = set(papermill.inspect_notebook(str(path)))
+    declared = {node.target.id for node in ast.parse(source).body}
+    assert seen == declared, f"papermill cannot parse: {sorted(declared - seen)}"

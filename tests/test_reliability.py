@@ -56,7 +56,10 @@ BAD_INPUT = {
         ["image", "next-tag", "--registry", "localhost:5000", "--repository", "Bad Repo"],
         ["lowercase"],
     ),
-    "missing tarball": (["upload", "/nonexistent/model.tar", "--bucket", "labkit-models"], ["model.tar"]),
+    "missing tarball": (
+        ["upload", "/nonexistent/model.tar", "--bucket", "labkit-models"],
+        ["model.tar"],
+    ),
 }
 
 
