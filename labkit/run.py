@@ -103,7 +103,8 @@ REPORT_FIELDS: dict[str, list[tuple[str, str]]] = {
     "template": [
         ("executable", "executable_id"),
         ("scenario", "scenario_id"),
-        ("template", "path"),
+        ("template", "path_in_repo"),
+        ("resource plan", "resource_plan"),
         ("commit", "commit"),
         ("lint ok", "lint.ok"),
         ("lint errors", "lint.errors"),
@@ -116,7 +117,13 @@ REPORT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("artifact", "artifact_id"),
         ("configuration", "configuration_id"),
     ],
-    "query": [("model", "model"), ("answers", "answers")],
+    "query": [
+        ("model", "model"),
+        ("through", "base_url"),
+        ("sample answers", "samples"),
+        ("/generate", "generate"),
+        ("latency", "latency"),
+    ],
     "benchmark": [("results", "results_file")],
 }
 
