@@ -803,7 +803,7 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGTERM)
 
 
-def _capture(
+def capture(
     argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 60
 ) -> str | None:
     """A tool's stdout, or None when it fails (for queries such as "does this image exist")."""
@@ -826,7 +826,7 @@ def image_exists(builder: Builder, ref: str) -> bool:
         argv = builder.argv("inspect", "--type", "image", "--format", "{{.FromImageID}}", ref)
     else:
         argv = builder.argv("image", "inspect", "--format", "{{.Id}}", ref)
-    return _capture(argv, env=builder.env()) is not None
+    return capture(argv, env=builder.env()) is not None
 
 
 def base_packages_key(mirror: str, packages: Sequence[str] = BASE_PACKAGES) -> str:
@@ -1061,7 +1061,7 @@ def wheels_dir(cfg: Config) -> Path | None:
     if cfg.image_wheels_dir is not None:
         return cfg.image_wheels_dir if cfg.image_wheels_dir.is_dir() else None
     candidates = [os.environ.get("PIP_FIND_LINKS", "")]
-    out = _capture([sys.executable, "-m", "pip", "config", "list"], timeout=30) or ""
+    out = capture([sys.executable, "-m", "pip", "config", "list"], timeout=30) or ""
     candidates += re.findall(r"find-links='([^']*)'", out)
     for value in candidates:
         for item in value.split():
@@ -1208,14 +1208,12 @@ def gpu_build_command(cfg: Config, ref: ImageRef | str, *, builder: str = "docke
 def image_size(builder: Builder, ref: str) -> int:
     """The image's uncompressed size in the builder's storage (0 when unknown)."""
     if builder.name == "buildah":
-        out = _capture(builder.argv("images", "--json", ref), env=builder.env())
+        out = capture(builder.argv("images", "--json", ref), env=builder.env())
         try:
             return _parse_size(json.loads(out or "[]")[0]["size"])
         except (ValueError, LookupError, TypeError):
             return 0
-    out = _capture(
-        builder.argv("image", "inspect", "--format", "{{.Size}}", ref), env=builder.env()
-    )
+    out = capture(builder.argv("image", "inspect", "--format", "{{.Size}}", ref), env=builder.env())
     try:
         return int((out or "").strip())
     except ValueError:
@@ -1283,7 +1281,7 @@ def push(
 
 def _docker_digest(builder: Builder, ref: ImageRef) -> str:
     out = (
-        _capture(builder.argv("image", "inspect", "--format", "{{json .RepoDigests}}", str(ref)))
+        capture(builder.argv("image", "inspect", "--format", "{{json .RepoDigests}}", str(ref)))
         or "[]"
     )
     for item in json.loads(out) or []:
@@ -1380,7 +1378,7 @@ class Container:
             _kill_group_hard(self.process.pid)
             code = self.process.wait(timeout=10)
         if self.builder.name == "buildah":
-            _capture(self.builder.argv("rm", self.name), env=self.builder.env())
+            capture(self.builder.argv("rm", self.name), env=self.builder.env())
         return code
 
 
@@ -1392,9 +1390,9 @@ def _kill_group_hard(pid: int) -> None:
 def image_config(builder: Builder, ref: str) -> dict[str, Any]:
     """The image's run config (Entrypoint, Cmd, Env, User, Labels) from the builder's storage."""
     if builder.name == "buildah":
-        out = _capture(builder.argv("inspect", "--type", "image", ref), env=builder.env())
+        out = capture(builder.argv("inspect", "--type", "image", ref), env=builder.env())
     else:
-        out = _capture(builder.argv("image", "inspect", ref), env=builder.env())
+        out = capture(builder.argv("image", "inspect", ref), env=builder.env())
     if out is None:
         raise ImageError(f"no image {ref} in {builder.name}'s storage", "build it first")
     data = json.loads(out)
@@ -1442,7 +1440,7 @@ def start_container(
     try:
         return Container(builder, name, _spawn(argv, builder, log), started)
     except BaseException:
-        _capture(builder.argv("rm", name), env=builder.env())  # no working container left over
+        capture(builder.argv("rm", name), env=builder.env())  # no working container left over
         raise
 
 

@@ -1,5 +1,7 @@
 """Every notebook runs headless with papermill on the local profile; results land in the lab state."""
 
+import json
+import re
 from datetime import date
 
 import nbformat
@@ -55,9 +57,27 @@ def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_e
         assert built["digest"].startswith("sha256:") and built["lint_ok"] is True
         assert built["tag"] == image.format_tag(date.today(), image.parse_tag(built["tag"])[1])
         assert "Paris" in built["smoke"]["answer"]
-    secret = LOCAL_S3_CREDENTIALS[1]
-    assert not any(secret in (tmp_path / "run" / n.notebook).read_text() for n in report.notebooks)
-    assert "00_setup.ipynb" in (tmp_path / "run" / "report.md").read_text()
+    template = state.get("template")
+    assert template["lint"]["ok"] is True and template["executable_id"] == "labkit-vllm"
+    deploy = state.get("deploy")
+    assert deploy["deployment_id"] and deploy["models"] == [download["repo_id"]]
+    assert deploy["status"] == "DELETED"  # 99_cleanup ran last
+    query = state.get("query")
+    assert query["samples"] and all(s["answer"].strip() for s in query["samples"])
+    assert len(query["generate"][0]["texts"]) == query["generate"][0]["n"]
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "00_setup.ipynb" in text and deploy["deployment_id"] in text and "Paris" in text
+    # No secret of the run reaches an executed notebook, the state, the report or a log.
+    service_key = json.loads((cfg.local_dir / "aicore-service-key.json").read_text())
+    secrets = [LOCAL_S3_CREDENTIALS[1], service_key["clientsecret"]]
+    jwt = re.compile(r"eyJ[\w-]{10,}\.eyJ[\w-]{10,}\.[\w-]{10,}")
+    written = [tmp_path / "run" / n.notebook for n in report.notebooks]
+    written += [tmp_path / "run" / "report.md", cfg.state_file, *cfg.local_dir.glob("*.log")]
+    written += [p for p in (cfg.local_dir / "aicore" / "deployments").rglob("*.log")]
+    for path in written:
+        content = path.read_text(errors="replace")
+        assert not any(secret in content for secret in secrets), path
+        assert not jwt.search(content), f"a token in {path}"
 
 
 def test_size_notebook_takes_injected_parameters(default_model, lab_env, tmp_path):

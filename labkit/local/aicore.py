@@ -19,20 +19,18 @@ force one way.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labkit.config import Config
 from labkit.errors import ServiceError
-from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus
+from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus, service_lock
 
 SERVICE = "labkit-local-aicore"  # what /healthz names, so another program on the port is no match
 # Shaped like an XSUAA client id; its '|' and '!' exercise the clients' credential encoding.
@@ -130,17 +128,6 @@ def _daemon(cfg: Config) -> _AICore:
     )
 
 
-@contextlib.contextmanager
-def _lock(cfg: Config) -> Iterator[None]:
-    cfg.local_dir.mkdir(parents=True, exist_ok=True)
-    with open(cfg.local_dir / "aicore.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def up(cfg: Config, *, progress: bool = True) -> None:
     """`labkit local up`: write the service key and start the server (quick when it runs)."""
     from tqdm.auto import tqdm
@@ -156,7 +143,10 @@ def up(cfg: Config, *, progress: bool = True) -> None:
             "git is not installed: the local AI Core syncs the templates from a git repository",
             "install git (`apt-get install git`)",
         )
-    with _lock(cfg), tqdm(total=2, desc="aicore", disable=not progress, leave=False) as bar:
+    with (
+        service_lock(cfg.local_dir / "aicore.lock"),
+        tqdm(total=2, desc="aicore", disable=not progress, leave=False) as bar,
+    ):
         bar.set_description_str("aicore: service key")
         ensure_service_key(cfg)
         bar.update()

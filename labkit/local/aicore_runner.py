@@ -51,6 +51,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
+from labkit.image import capture
+from labkit.local.daemon import LOOPBACK, group_alive
+
 RunnerMode = Literal["auto", "buildah", "host"]
 MODELS_MOUNT = "/mnt/models"
 STORAGE_MARKER = "storage.json"
@@ -65,7 +68,6 @@ _REGISTRY_TIMEOUT_S = 15.0
 _PULL_TIMEOUT_S = 1800.0
 _UNPACK_TIMEOUT_S = 1800.0
 _TAIL_LINES = 60
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _MANIFEST_TYPES = ", ".join(
     (
         "application/vnd.oci.image.index.v1+json",
@@ -249,7 +251,7 @@ def check_image(image: ImageName, auths: Mapping[str, Any]) -> str:
     headers = {"Accept": _MANIFEST_TYPES}
     if login:
         headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
-    opener = _NO_PROXY if image.loopback else urllib.request.build_opener()
+    opener = LOOPBACK if image.loopback else urllib.request.build_opener()
     for attempt in range(2):
         request = urllib.request.Request(url, headers=headers, method="HEAD")
         try:
@@ -360,19 +362,6 @@ def process_start_ticks(pid: int) -> int | None:
         return None
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group is left (reaping the leader if it is our child)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pgid, os.WNOHANG)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def terminate_group(pgid: int, timeout: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM to the process group (as the kubelet sends it), then SIGKILL after ``timeout``."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -397,27 +386,10 @@ def kill_recorded(info: Mapping[str, Any], builder: Any = None) -> bool:
         terminate_group(pgid, timeout=10)
         stopped = True
     if info.get("container") and builder is not None:
-        _quiet(builder.argv("rm", str(info["container"])), env=builder.env())
+        capture(builder.argv("rm", str(info["container"])), env=builder.env())
     if info.get("tmp"):
         shutil.rmtree(str(info["tmp"]), ignore_errors=True)
     return stopped
-
-
-def _quiet(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120
-) -> str | None:
-    """Run a tool; its stdout, or None when it fails."""
-    try:
-        proc = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            env=dict(env) if env else None,
-            timeout=timeout,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
 
 
 def make_read_only(root: Path) -> None:
@@ -780,7 +752,7 @@ class Runner:
         spec = self.spec
         name = f"labkit-aicore-{self.deployment_id}"
         self._tmp = Path(tempfile.mkdtemp(prefix=f"aicore-{self.deployment_id[:10]}-", dir="/tmp"))
-        _quiet(builder.argv("rm", name), env=builder.env())
+        capture(builder.argv("rm", name), env=builder.env())
         authfile = self._tmp / "auth.json"
         fd = os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -936,7 +908,7 @@ class Runner:
             self._drain()
         container, self._container = self._container, None
         if container and self.settings.builder is not None:
-            _quiet(self.settings.builder.argv("rm", container), env=self.settings.builder.env())
+            capture(self.settings.builder.argv("rm", container), env=self.settings.builder.env())
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -950,7 +922,7 @@ class Runner:
 
 def _answers(url: str) -> bool:
     try:
-        with _NO_PROXY.open(url, timeout=2) as resp:
+        with LOOPBACK.open(url, timeout=2) as resp:
             return resp.status == 200
     except (OSError, ValueError):
         return False

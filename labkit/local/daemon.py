@@ -7,6 +7,7 @@ started it; its pid file and log live in ``<lab_dir>/local/<name>.{pid,log}``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import venv
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
@@ -135,12 +136,12 @@ class Daemon:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _group_alive(pid):
+        while time.monotonic() < deadline and group_alive(pid):
             time.sleep(0.1)
-        if _group_alive(pid):
+        if group_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            _group_alive(pid)
+            group_alive(pid)
         self.pid_file.unlink(missing_ok=True)
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -160,7 +161,19 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def _group_alive(pgid: int) -> bool:
+@contextlib.contextmanager
+def service_lock(path: Path) -> Iterator[None]:
+    """One `up` of a service at a time (two `labkit local up`s, or `up` and a test fixture)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def group_alive(pgid: int) -> bool:
     """Whether any process of the group is left (reaping the leader if it is our own child)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pgid, os.WNOHANG)

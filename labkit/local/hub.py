@@ -18,8 +18,6 @@ the same on every machine: the model as built (tagged ``v1.0``) and a README not
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import fnmatch
 import hashlib
 import json
@@ -30,13 +28,20 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.config import DEFAULT_MODEL_ID, Config
 from labkit.errors import ModelError, ServiceError
-from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus, extra_requirements, tool_env
+from labkit.local.daemon import (
+    LOOPBACK,
+    Daemon,
+    ServiceStatus,
+    extra_requirements,
+    service_lock,
+    tool_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +166,7 @@ def add_model(
         raise ModelError(f"{folder} holds no files", "pass the folder that holds the model files")
     repo = repo_dir(cfg, repo_id)
     _require_git()
-    with _lock(cfg):
+    with service_lock(hub_dir(cfg) / ".lock"):
         if not (repo / ".git").is_dir():
             repo.mkdir(parents=True, exist_ok=True)
             _init_repo(repo)
@@ -192,7 +197,7 @@ def default_revisions(cfg: Config) -> dict[str, str]:
 def ensure_default_repo(cfg: Config, *, progress: bool = True) -> Path:
     """Build the default model's git repo unless an intact one is there; return its path."""
     _require_git()
-    with _lock(cfg):
+    with service_lock(hub_dir(cfg) / ".lock"):
         return _ensure_default_repo(cfg, progress=progress)
 
 
@@ -248,7 +253,7 @@ def up(cfg: Config, *, progress: bool = True) -> None:
         return
     _require_git()
     # Under the lock from the first check to the start: a second `up` waits, then finds olah up.
-    with _lock(cfg):
+    with service_lock(hub_dir(cfg) / ".lock"):
         daemon = _daemon(cfg)
         if daemon.pid() is not None:
             if daemon.healthy():
@@ -372,19 +377,6 @@ def _require_git() -> None:
             "the local hub needs git, which is not installed",
             "install it (`apt-get install git`) and run `labkit local up` again",
         )
-
-
-@contextlib.contextmanager
-def _lock(cfg: Config) -> Iterator[None]:
-    """One builder at a time (two `up`s, or `up` and `add_model`)."""
-    root = hub_dir(cfg)
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

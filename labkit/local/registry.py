@@ -12,18 +12,15 @@ local profile still comes up (the image step then says what to install).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.config import Config
 from labkit.errors import ServiceError
-from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus
+from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus, service_lock
 
 PROGRAM = "docker-registry"
 PACKAGE = "docker-registry"
@@ -99,23 +96,12 @@ def _write_config(cfg: Config) -> None:
     (root / "config.yml").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-@contextlib.contextmanager
-def _lock(cfg: Config) -> Iterator[None]:
-    cfg.local_dir.mkdir(parents=True, exist_ok=True)
-    with open(cfg.local_dir / "registry.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def up(cfg: Config, *, progress: bool = True) -> None:
     """`labkit local up`: start the registry once; without the Debian package, leave it down."""
     exe = program()
     if exe is None:
         return  # status() reports it as unavailable, with the install hint
-    with _lock(cfg):
+    with service_lock(cfg.local_dir / "registry.lock"):
         daemon = _daemon(cfg, exe)
         if daemon.pid() is not None and daemon.healthy():
             return

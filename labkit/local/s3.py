@@ -11,16 +11,20 @@ neither.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.config import Config
 from labkit.errors import ServiceError
-from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus, extra_requirements, tool_env
+from labkit.local.daemon import (
+    LOOPBACK,
+    Daemon,
+    ServiceStatus,
+    extra_requirements,
+    service_lock,
+    tool_env,
+)
 
 S3_EXTRA = "svc-s3"
 _HEALTH_TIMEOUT_S = 5.0
@@ -57,17 +61,6 @@ def _daemon(cfg: Config, bin_dir: Path | None = None) -> _Moto:
     )
 
 
-@contextlib.contextmanager
-def _lock(cfg: Config) -> Iterator[None]:
-    cfg.local_dir.mkdir(parents=True, exist_ok=True)
-    with open(cfg.local_dir / "s3.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _local_cfg(cfg: Config) -> Config:
     """The same settings aimed at the local moto (whatever the profile and endpoint say)."""
     return cfg.model_copy(
@@ -81,7 +74,10 @@ def up(cfg: Config, *, progress: bool = True) -> None:
 
     from labkit import storage
 
-    with _lock(cfg), tqdm(total=3, desc="s3", disable=not progress, leave=False) as bar:
+    with (
+        service_lock(cfg.local_dir / "s3.lock"),
+        tqdm(total=3, desc="s3", disable=not progress, leave=False) as bar,
+    ):
         daemon = _daemon(cfg)
         if daemon.pid() is None or not daemon.healthy():
             bar.set_description_str("s3: moto venv")
