@@ -32,12 +32,14 @@ from labkit.local import aicore
 from labkit.local import aicore_runner as runner_mod
 from labkit.local import aicore_server as server_mod
 from labkit.local.aicore_runner import RunFailed, RunSpec, free_port
+from labkit.local.daemon import group_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "templates" / "vllm-serving.yaml"
 SCENARIO = "labkit-vllm"
 EXECUTABLE = "labkit-vllm"
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+UNPACKED_MARKER = ".entrypoint-unpacked.json"  # runtime/entrypoint.py's MARKER
 WAIT_S = 120.0  # failure bound for waits on the server's background work (never asserted on)
 VLLM_WAIT_S = 1500.0  # a vLLM start on a busy 2-core machine
 
@@ -1224,26 +1226,17 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_lifecycle_with_sap_client_on_the_default_model(
-    service_cfg: Config, default_tarball: Any, s3_cfg: Config, lab_image: str, tmp_path: Path
-) -> None:
-    from ai_api_client_sdk.exception import (
-        AIAPIInvalidRequestException,
-        AIAPIPreconditionFailedException,
-    )
+def serve_default_model(
+    client: Any, tmp_path: Path, s3_cfg: Config, tarball: Path, image: str
+) -> Any:
+    """What steps 03-06 set up in AI Core for the default model: templates repository and
+    application (synced), object store secret, the tarball in S3, artifact, configuration."""
     from ai_api_client_sdk.models.artifact import Artifact
     from ai_api_client_sdk.models.input_artifact_binding import InputArtifactBinding
     from ai_api_client_sdk.models.parameter_binding import ParameterBinding
-    from ai_api_client_sdk.models.target_status import TargetStatus
 
     from labkit import storage
 
-    cfg = service_cfg
-    aicore.up(cfg, progress=False)
-    key = json.loads(aicore.service_key_file(cfg).read_text())
-    client = sdk_client(key)
     repo = tmp_path / "templates-git"
     head = git_repo(repo, {"labkit/vllm-serving.yaml": TEMPLATE.read_text()})
     client.repositories.create(
@@ -1260,21 +1253,37 @@ def test_lifecycle_with_sap_client_on_the_default_model(
     client.object_store_secrets.create(
         **{("path_prefix" if k == "pathPrefix" else k): v for k, v in secret.body().items()}
     )
-    stored = storage.upload_tarball(
-        storage.open_store(s3_cfg), default_tarball.path, progress=False
-    )
+    stored = storage.upload_tarball(storage.open_store(s3_cfg), tarball, progress=False)
     art = client.artifact.create(
         name="smollm2", kind=Artifact.Kind.MODEL, url=stored.artifact_url, scenario_id=SCENARIO
     )
-    conf = client.configuration.create(
+    return client.configuration.create(
         name="smollm2-cpu", scenario_id=SCENARIO, executable_id=EXECUTABLE,
         parameter_bindings=[
-            ParameterBinding("image", lab_image), ParameterBinding("modelId", MODEL_ID),
+            ParameterBinding("image", image), ParameterBinding("modelId", MODEL_ID),
             ParameterBinding("revision", stored.revision), ParameterBinding("resourcePlan", "starter"),
             ParameterBinding("maxModelLen", "2048"),
         ],
         input_artifact_bindings=[InputArtifactBinding("model", art.id)],
     )  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_lifecycle_with_sap_client_on_the_default_model(
+    service_cfg: Config, default_tarball: Any, s3_cfg: Config, lab_image: str, tmp_path: Path
+) -> None:
+    from ai_api_client_sdk.exception import (
+        AIAPIInvalidRequestException,
+        AIAPIPreconditionFailedException,
+    )
+    from ai_api_client_sdk.models.target_status import TargetStatus
+
+    cfg = service_cfg
+    aicore.up(cfg, progress=False)
+    key = json.loads(aicore.service_key_file(cfg).read_text())
+    client = sdk_client(key)
+    conf = serve_default_model(client, tmp_path, s3_cfg, default_tarball.path, lab_image)
     created = client.deployment.create(conf.id, ttl="2h")
     assert (
         created.status.value == "UNKNOWN" and created.deployment_url == "" and created.ttl == "2h"
@@ -1355,6 +1364,97 @@ def test_lifecycle_with_sap_client_on_the_default_model(
     client.deployment.delete(created.id)
     wait_for(lambda: client.deployment.count() == 0, "the deletion")
     assert not (aicore.state_dir(cfg) / "deployments" / created.id).exists()
+
+
+def _same_tree(root: Path, tarball: Path) -> list[str]:
+    """What differs between ``root`` and the tarball's members (files by sha256, links by
+    target, and any extra or missing path), apart from the unpacker's own marker."""
+    import hashlib
+    import tarfile
+
+    wanted: dict[str, str] = {}
+    with tarfile.open(tarball) as tar:
+        for member in tar:
+            name = member.name.strip("./")
+            if member.isfile():
+                data = tar.extractfile(member)
+                assert data is not None
+                wanted[name] = "file " + hashlib.sha256(data.read()).hexdigest()
+            elif member.issym():
+                wanted[name] = "link " + member.linkname
+    found: dict[str, str] = {}
+    for path in root.rglob("*"):
+        name = path.relative_to(root).as_posix()
+        if name == UNPACKED_MARKER:
+            continue
+        if path.is_symlink():
+            found[name] = "link " + os.readlink(path)
+        elif path.is_file():
+            found[name] = "file " + hashlib.sha256(path.read_bytes()).hexdigest()
+    return sorted(n for n in wanted.keys() | found.keys() if wanted.get(n) != found.get(n))
+
+
+def _object_ids(state: dict[str, Any]) -> dict[str, list[str]]:
+    """Every object in the local AI Core's state: kind -> sorted ids ("group/id" when grouped)."""
+    out: dict[str, list[str]] = {}
+    for kind, objects in state.items():
+        if not isinstance(objects, dict):
+            continue
+        ids: list[str] = []
+        for key, value in objects.items():
+            grouped = isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+            ids += [f"{key}/{inner}" for inner in value] if grouped else [key]
+        out[kind] = sorted(ids)
+    return out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_crash_in_the_storage_phase_loses_nothing_and_the_model_arrives_whole(
+    service_cfg: Config, default_tarball: Any, s3_cfg: Config, lab_image: str, tmp_path: Path
+) -> None:
+    """The local AI Core killed (its whole process group, the unpacker too) while a deployment
+    fetches its model: after a restart every object is still there, once, and the deployment
+    fetches again from scratch and runs on exactly the tarball's files."""
+    from ai_api_client_sdk.models.target_status import TargetStatus
+
+    cfg = service_cfg
+    aicore.up(cfg, progress=False)
+    key = json.loads(aicore.service_key_file(cfg).read_text())
+    client = sdk_client(key)
+    conf = serve_default_model(client, tmp_path, s3_cfg, default_tarball.path, lab_image)
+    created = client.deployment.create(conf.id)
+    work = aicore.state_dir(cfg) / "deployments" / created.id
+    pid = aicore._daemon(cfg).pid()
+    assert pid is not None
+    deadline = time.monotonic() + WAIT_S
+    while not ((work / "download").is_dir() or (work / "models").is_dir()):
+        assert time.monotonic() < deadline, "the storage phase never started"
+        time.sleep(0.01)
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: not group_alive(pid), "the killed server")
+    assert not (work / runner_mod.STORAGE_MARKER).exists(), "killed after the storage phase"
+    state_file = aicore.state_dir(cfg) / "state.json"
+    objects = json.loads(state_file.read_text())
+
+    aicore.up(cfg, progress=False)
+    client = sdk_client(key)
+    dep = wait_for(
+        lambda: (d := client.deployment.get(created.id)).status.value in ("RUNNING", "DEAD") and d,
+        "the deployment after the restart",
+        VLLM_WAIT_S,
+    )
+    logs = "\n".join(r.msg for r in client.deployment.query_logs(created.id).data.result)
+    assert dep.status.value == "RUNNING", dep.status_message
+    assert "restarted" in logs and "storage-initializer: done" in logs
+    assert not _same_tree(work / "models", default_tarball.path)
+    assert not (work / "download").exists()
+    # No object lost, none doubled.
+    assert _object_ids(json.loads(state_file.read_text())) == _object_ids(objects)
+    assert client.deployment.count() == 1 and client.artifact.count() == 1
+    assert client.configuration.count() == 1
+    client.deployment.modify(created.id, target_status=TargetStatus.STOPPED)
+    wait_for(lambda: client.deployment.get(created.id).status.value == "STOPPED", "STOPPED", 120)
 
 
 @pytest.mark.integration
