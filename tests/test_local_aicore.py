@@ -1414,8 +1414,9 @@ def test_a_crash_in_the_storage_phase_loses_nothing_and_the_model_arrives_whole(
     service_cfg: Config, default_tarball: Any, s3_cfg: Config, lab_image: str, tmp_path: Path
 ) -> None:
     """The local AI Core killed (its whole process group, the unpacker too) while a deployment
-    fetches its model: after a restart every object is still there, once, and the deployment
-    fetches again from scratch and runs on exactly the tarball's files."""
+    downloads its model, and again while it unpacks it: after each restart every object is
+    still there, once, and the deployment fetches again from scratch and runs on exactly the
+    tarball's files."""
     from ai_api_client_sdk.models.target_status import TargetStatus
 
     cfg = service_cfg
@@ -1425,19 +1426,20 @@ def test_a_crash_in_the_storage_phase_loses_nothing_and_the_model_arrives_whole(
     conf = serve_default_model(client, tmp_path, s3_cfg, default_tarball.path, lab_image)
     created = client.deployment.create(conf.id)
     work = aicore.state_dir(cfg) / "deployments" / created.id
-    pid = aicore._daemon(cfg).pid()
-    assert pid is not None
-    deadline = time.monotonic() + WAIT_S
-    while not ((work / "download").is_dir() or (work / "models").is_dir()):
-        assert time.monotonic() < deadline, "the storage phase never started"
-        time.sleep(0.01)
-    os.killpg(pid, signal.SIGKILL)
-    wait_for(lambda: not group_alive(pid), "the killed server")
-    assert not (work / runner_mod.STORAGE_MARKER).exists(), "killed after the storage phase"
     state_file = aicore.state_dir(cfg) / "state.json"
     objects = json.loads(state_file.read_text())
-
-    aicore.up(cfg, progress=False)
+    # Killed first while the tarball downloads, then, after a restart, while it is unpacked.
+    for phase in ("download", "models"):
+        pid = aicore._daemon(cfg).pid()
+        assert pid is not None
+        deadline = time.monotonic() + WAIT_S
+        while not (work / phase).is_dir():
+            assert time.monotonic() < deadline, f"the storage phase never reached {phase}/"
+            time.sleep(0.01)
+        os.killpg(pid, signal.SIGKILL)
+        wait_for(functools.partial(lambda p: not group_alive(p), pid), "the killed server")
+        assert not (work / runner_mod.STORAGE_MARKER).exists(), "killed after the storage phase"
+        aicore.up(cfg, progress=False)
     client = sdk_client(key)
     dep = wait_for(
         lambda: (d := client.deployment.get(created.id)).status.value in ("RUNNING", "DEAD") and d,
