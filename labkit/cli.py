@@ -457,11 +457,27 @@ def _cmd_template_render(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _parameter_value(text: str) -> Any:
+    """A notebook parameter from the command line, typed as papermill's -p types it: numbers,
+    True/False and None become Python values, anything else stays a string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(text, text)
+
+
 def _cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from labkit.run import run_lab
 
     report = run_lab(
-        cfg, out_dir=args.out, only=args.only, progress=not args.json, resume=args.resume
+        cfg,
+        out_dir=args.out,
+        only=args.only,
+        parameters={name: _parameter_value(value) for name, value in args.parameter or []},
+        progress=not args.json,
+        resume=args.resume,
     )
     text = "\n".join(f"{n.status:6} {n.seconds:7.1f}s  {n.notebook}" for n in report.notebooks)
     _emit(args, report.to_dict(), f"{text}\nexecuted notebooks and report.md in {report.out_dir}")
@@ -910,6 +926,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, help="run folder (default .lab/runs/<timestamp>)")
     run.add_argument("--only", nargs="+", metavar="NN", help="only notebooks with these prefixes")
+    run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="set a notebook parameter (papermill's -p) in every notebook that declares it, "
+        "e.g. -p NUM_REQUESTS 4",
+    )
     run.add_argument(
         "--resume",
         action="store_true",

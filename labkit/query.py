@@ -469,6 +469,24 @@ class OfflineBatch:
 # --- the client ----------------------------------------------------------------------------------
 
 
+def _answer(kind: str, prompt: str, reply: Any, started: float) -> Answer:
+    """An Answer from an OpenAI chat or text completion (``started``: perf_counter at the ask)."""
+    seconds = time.perf_counter() - started
+    choices = sorted(reply.choices, key=lambda c: c.index)
+    texts = [(c.message.content or "") if kind == "chat" else c.text for c in choices]
+    return Answer(
+        kind=kind,
+        prompt=prompt,
+        text=texts[0] if texts else "",
+        model=reply.model,
+        seconds=seconds,
+        prompt_tokens=getattr(reply.usage, "prompt_tokens", None),
+        completion_tokens=getattr(reply.usage, "completion_tokens", None),
+        finish_reason=choices[0].finish_reason if choices else None,
+        choices=texts,
+    )
+
+
 def _check_url(url: str) -> str:
     """The URL without a trailing slash; a QueryError unless it is http(s) with a host."""
     # A base URL copied from OpenAI examples ends in /v1, which the client adds itself.
@@ -680,20 +698,7 @@ class Client:
                 **extra,
             ),
         )
-        seconds = time.perf_counter() - started
-        choices = sorted(reply.choices, key=lambda c: c.index)
-        texts = [c.message.content or "" for c in choices]
-        return Answer(
-            kind="chat",
-            prompt=messages[-1]["content"],
-            text=texts[0] if texts else "",
-            model=reply.model,
-            seconds=seconds,
-            prompt_tokens=getattr(reply.usage, "prompt_tokens", None),
-            completion_tokens=getattr(reply.usage, "completion_tokens", None),
-            finish_reason=choices[0].finish_reason if choices else None,
-            choices=texts,
-        )
+        return _answer("chat", messages[-1]["content"], reply, started)
 
     def stream_chat(
         self,
@@ -745,20 +750,7 @@ class Client:
                 **extra,
             ),
         )
-        seconds = time.perf_counter() - started
-        choices = sorted(reply.choices, key=lambda c: c.index)
-        texts = [c.text for c in choices]
-        return Answer(
-            kind="completion",
-            prompt=prompt,
-            text=texts[0] if texts else "",
-            model=reply.model,
-            seconds=seconds,
-            prompt_tokens=getattr(reply.usage, "prompt_tokens", None),
-            completion_tokens=getattr(reply.usage, "completion_tokens", None),
-            finish_reason=choices[0].finish_reason if choices else None,
-            choices=texts,
-        )
+        return _answer("completion", prompt, reply, started)
 
     def stream_complete(
         self, prompt: str, *, max_tokens: int = 64, temperature: float = 0.0, **extra: Any

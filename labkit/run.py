@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -21,6 +23,13 @@ NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z][a-z0-9]*(?:_[a-z0-9]+)*\.ipynb$")
 def lab_notebooks(folder: Path) -> list[Path]:
     """The numbered notebooks of the lab, in order (``_template.ipynb`` and others excluded)."""
     return sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
+
+
+def notebook_parameters(path: Path) -> set[str]:
+    """The names a notebook's ``parameters`` cell declares (as papermill sees them)."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(path)))
 
 
 @dataclass
@@ -124,7 +133,14 @@ REPORT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("/generate", "generate"),
         ("latency", "latency"),
     ],
-    "benchmark": [("results", "results_file")],
+    "benchmark": [
+        ("model", "model"),
+        ("measured", "created"),
+        ("workload", "workload.requests"),
+        ("seed", "workload.seed"),
+        ("results", "results_file"),
+        ("notes", "notes"),
+    ],
 }
 
 
@@ -165,12 +181,10 @@ def results_markdown(state: dict[str, Any], out_dir: Path) -> list[str]:
         lines += ["", "### benchmark table", "", bench["table_markdown"]]
     for plot in bench.get("plots") or []:
         path = Path(plot)
-        if path.is_file():
-            try:
-                shown = os.path.relpath(path, out_dir)
-            except ValueError:
-                shown = str(path)
-            lines += ["", f"![{path.stem}]({shown})"]
+        if (out_dir / path.name).is_file():  # the copy _write_report puts beside the report
+            lines += ["", f"![{path.stem}]({path.name})"]
+        elif path.is_file():
+            lines += ["", f"![{path.stem}]({path.resolve().as_uri()})"]
     return lines
 
 
@@ -195,7 +209,8 @@ def run_lab(
 ) -> RunReport:
     """Execute the numbered notebooks with papermill; stop at the first failure with its name.
 
-    ``resume`` continues the last failed run in its folder from the notebook that failed; the
+    ``parameters`` go to each notebook that declares them in its parameters cell (and only
+    there); a name no notebook declares is refused. ``resume`` continues the last failed run in its folder from the notebook that failed; the
     notebooks after it read what the earlier ones recorded from the lab state."""
     import papermill
 
@@ -218,6 +233,13 @@ def run_lab(
             f"no notebooks to run in {cfg.root / 'notebooks'}",
             "run from the lab's checkout, or check --only",
         )
+    declared = {nb.name: notebook_parameters(nb) for nb in notebooks}
+    unknown = sorted(set(parameters or {}) - set().union(*declared.values()))
+    if unknown:
+        raise StepError(
+            f"no notebook to run takes the parameter {', '.join(unknown)}",
+            "`papermill --help-notebook notebooks/NN_....ipynb` lists a notebook's parameters",
+        )
     out_dir = out_dir or cfg.runs_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = RunReport(str(out_dir), cfg.profile, list(earlier))
@@ -234,7 +256,9 @@ def run_lab(
                 papermill.execute_notebook(
                     str(nb),
                     str(output),
-                    parameters=parameters or {},
+                    parameters={
+                        k: v for k, v in (parameters or {}).items() if k in declared[nb.name]
+                    },
                     cwd=str(nb.parent),
                     progress_bar=progress,
                     kernel_name="python3",
@@ -272,6 +296,10 @@ def _write_report(cfg: Config, report: RunReport, out_dir: Path) -> None:
         results = {step: state.get(step) for step in state.steps()}
     except StepError:
         results = {}
+    # The run folder stands alone: the benchmark's plots are copied beside the report.
+    for plot in (results.get("benchmark") or {}).get("plots") or []:
+        with contextlib.suppress(OSError):
+            shutil.copy2(plot, out_dir / Path(plot).name)
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     (out_dir / "report.md").write_text(report.to_markdown(results))
     # Runs may go anywhere (--out): this is how --resume finds the last one.

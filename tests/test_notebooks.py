@@ -3,6 +3,7 @@
 import json
 import re
 from datetime import date
+from pathlib import Path
 
 import nbformat
 import papermill
@@ -28,9 +29,14 @@ def _errors(path) -> list[str]:
     ]
 
 
+# Step 08 on a smaller workload than its defaults (nbval runs those): every engine still runs.
+LIGHT_BENCHMARK = {"NUM_REQUESTS": 4, "MAX_OUTPUT_TOKENS": 12, "CONCURRENCIES": "1,4",
+                   "HF_REQUESTS": 2, "HF_BATCH": 2, "PARALLEL_N": 3}  # fmt: skip
+
+
 def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_env, tmp_path):
     cfg = load_config()
-    report = run_lab(cfg, out_dir=tmp_path / "run", progress=False)
+    report = run_lab(cfg, out_dir=tmp_path / "run", parameters=LIGHT_BENCHMARK, progress=False)
     assert report.ok
     assert [n.notebook for n in report.notebooks] == [
         p.name for p in lab_notebooks(cfg.root / "notebooks")
@@ -65,8 +71,25 @@ def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_e
     query = state.get("query")
     assert query["samples"] and all(s["answer"].strip() for s in query["samples"])
     assert len(query["generate"][0]["texts"]) == query["generate"][0]["n"]
+    bench = state.get("benchmark")
+    engines = {(r["engine"], r["n"]) for r in bench["runs"]}
+    for engine in ("vllm-offline", "hf-single", "hf-static", "vllm-server-deployment"):
+        assert {(engine, 1), (engine, 3)} <= engines, engine
+    served = {(r["engine"], r["concurrency"]) for r in bench["runs"] if r["n"] == 1}
+    assert {("vllm-server-deployment", 1), ("vllm-server-deployment", 4)} <= served
+    assert ("vllm-server-direct", 4) in served  # the proxy comparison
+    assert all(
+        r["completed"] == r["requests"] and r["output_tokens_per_s"] > 0 for r in bench["runs"]
+    )
+    assert [r for r in bench["ratios"] if r["baseline"] != "TGI" and not r["ratio"]] == []
+    assert bench["proxy"]["ratio"] > 0 and bench["crosscheck"]["ok"] is True
+    assert bench["workload"]["requests"] == 4 and bench["workload"]["seed"] == 0
     text = (tmp_path / "run" / "report.md").read_text()
     assert "00_setup.ipynb" in text and deploy["deployment_id"] in text and "Paris" in text
+    assert "| vLLM offline | HF one at a time |" in text and "launch post" in text
+    for plot in bench["plots"]:  # copied beside the report, which shows them
+        assert (tmp_path / "run" / Path(plot).name).is_file()
+        assert f"]({Path(plot).name})" in text
     # No secret of the run reaches an executed notebook, the state, the report or a log.
     service_key = json.loads((cfg.local_dir / "aicore-service-key.json").read_text())
     secrets = [LOCAL_S3_CREDENTIALS[1], service_key["clientsecret"]]
@@ -74,6 +97,7 @@ def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_e
     written = [tmp_path / "run" / n.notebook for n in report.notebooks]
     written += [tmp_path / "run" / "report.md", cfg.state_file, *cfg.local_dir.glob("*.log")]
     written += [p for p in (cfg.local_dir / "aicore" / "deployments").rglob("*.log")]
+    written += [p for p in (cfg.lab_dir / "benchmark").iterdir() if p.suffix != ".png"]
     for path in written:
         content = path.read_text(errors="replace")
         assert not any(secret in content for secret in secrets), path
@@ -109,6 +133,8 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path, lab_env, monkey
         }
         nbformat.write(nb, root / "notebooks" / name)
     monkeypatch.setenv("LABKIT_ROOT", str(root))
+    with pytest.raises(StepError, match="no notebook to run takes the parameter NOPE"):
+        run_lab(load_config(), out_dir=tmp_path / "run", parameters={"NOPE": 1}, progress=False)
     with pytest.raises(StepError) as exc:
         run_lab(load_config(), out_dir=tmp_path / "run", progress=False)
     assert "01_fail_step.ipynb" in str(exc.value) and "boom" in str(exc.value)

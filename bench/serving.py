@@ -1,0 +1,175 @@
+"""vLLM against Hugging Face Transformers on one seeded workload, side by side on this machine.
+
+Engines, same model, same requests: vLLM offline (LLM.generate), the vLLM server through the
+deployment URL at a sweep of concurrencies, HF generate one request at a time and in static
+batches; one and several completions per request. Then the deployment URL against the server
+behind it (interleaved rounds) and `vllm bench serve` on the same requests as a cross-check.
+
+    python bench/serving.py                        the lab's deployment (run notebooks 00-06 first)
+    python bench/serving.py --start-server         a vLLM server of its own, no deployment
+    python bench/serving.py --base-url URL         any vLLM server
+
+Prints the figures and the ratios beside the vLLM launch post's; writes results.json and two
+plots into --out. With --rounds R every engine runs R times, interleaved, and the tables take
+each one's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from labkit import bench
+from labkit.errors import LabError
+from labkit.state import open_lab
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=32, help="requests in the workload")
+    parser.add_argument(
+        "--max-output-tokens", type=int, default=128, help="cap on output lengths (0: none)"
+    )
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=bench.MAX_PROMPT_TOKENS, help="longest prompt"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--concurrencies", default="1,4,16,32")
+    parser.add_argument("--n", default="1,3", help="completions per request, comma-separated")
+    parser.add_argument("--hf-requests", type=int, default=8, help="requests HF runs (slow)")
+    parser.add_argument("--hf-batch", type=int, default=8, help="HF static batch size")
+    parser.add_argument(
+        "--dtype", default="float32", help="dtype of the offline engines (and --start-server)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of all engines")
+    parser.add_argument("--proxy-rounds", type=int, default=3, help="0 skips the proxy check")
+    parser.add_argument("--no-cross-check", action="store_true", help="skip vllm bench serve")
+    parser.add_argument("--base-url", default="", help="a vLLM server instead of the deployment")
+    parser.add_argument("--direct-url", default="", help="the server behind the deployment URL")
+    parser.add_argument(
+        "--start-server", action="store_true", help="start a vLLM server of its own"
+    )
+    parser.add_argument("--model-dir", default="", help="model folder (default: step 02's)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args = parser.parse_args()
+
+    cfg, state = open_lab()
+    out = args.out or cfg.lab_dir / "bench" / f"serving-{datetime.now():%Y%m%d-%H%M%S}"
+    concurrencies = bench.parse_ints(args.concurrencies)
+    ns = bench.parse_ints(args.n, "n")
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        base_url = args.base_url
+        if args.start_server:
+            model = args.model_dir or str(cfg.model_source)
+            print(f"starting a vLLM server on {model} (eager) ...", flush=True)
+            server = stack.enter_context(
+                bench.VllmServer(
+                    model,
+                    served_name="bench",
+                    log_path=out / "server.log",
+                    extra_args=["--dtype", args.dtype],
+                )
+            )
+            base_url = server.base_url
+        b = stack.enter_context(
+            bench.open_bench(
+                cfg,
+                state,
+                num_requests=args.requests,
+                seed=args.seed,
+                max_output_tokens=args.max_output_tokens or None,
+                max_prompt_tokens=args.max_prompt_tokens,
+                base_url=base_url,
+                direct_url=args.direct_url,
+                model_dir=args.model_dir,
+                dtype=args.dtype,
+                out_dir=out,
+                progress=sys.stderr.isatty(),
+            )
+        )
+        wl = b.workload.summary()
+        print(
+            f"workload: {wl['requests']} requests, seed {wl['seed']}, prompt tokens "
+            f"{wl['prompt_tokens']['min']}-{wl['prompt_tokens']['max']} "
+            f"(median {wl['prompt_tokens']['median']:.0f}), output tokens "
+            f"{wl['output_tokens']['min']}-{wl['output_tokens']['max']} "
+            f"(median {wl['output_tokens']['median']:.0f})",
+            flush=True,
+        )
+        keep_workers = args.rounds > 1
+        for r in range(args.rounds):
+            tag = f"[round {r + 1}/{args.rounds}]"
+            for n in ns:
+                _show(tag, b.offline(n=n))
+            if not keep_workers:
+                b.stop("vllm")
+            for n in ns:
+                for mode in ("single", "static"):
+                    _show(tag, b.hf(mode, n=n, requests=args.hf_requests, batch_size=args.hf_batch))
+            if not keep_workers:
+                b.stop("hf")
+            for c in concurrencies:
+                _show(tag, b.server(c))
+            for n in ns:
+                if n > 1:
+                    _show(tag, b.server(max(concurrencies), n=n))
+        b.stop()
+        proxy = b.compare_proxy(max(concurrencies), rounds=args.proxy_rounds)
+        print(_text(proxy), flush=True)
+        if not args.no_cross_check:
+            check = b.cross_check(max(concurrencies))
+            print(_text(check), flush=True)
+        report = b.save()
+    print()
+    print(f"machine: {bench.machine_line(report.machine)}; {report.machine['os']}")
+    print(f"model: {report.model}; versions: {report.machine['versions']}")
+    print()
+    print(report.to_markdown())
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"\nresults: {out / 'results.json'} (+ throughput.png, latency.png)")
+    print(f"total time: {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _show(tag: str, run: bench.RunResult) -> None:
+    s = run.summary()
+    ttft = "" if s["ttft_p50_s"] is None else f", TTFT p50 {s['ttft_p50_s'] * 1000:.0f} ms"
+    itl = "" if s["itl_p50_s"] is None else f", ITL p50 {s['itl_p50_s'] * 1000:.0f} ms"
+    print(
+        f"{tag} {run.label}, n={run.n}: {s['completed']}/{s['requests']} requests in "
+        f"{s['duration_s']:.1f} s, {s['output_tokens_per_s']:.1f} tok/s, "
+        f"{s['requests_per_min']:.1f} req/min{ttft}{itl}",
+        flush=True,
+    )
+
+
+def _text(item: object) -> str:
+    if isinstance(item, bench.ProxyComparison):
+        return (
+            f"deployment URL vs straight to the server: {item.ratio:.3f}x throughput "
+            f"(budget >= {item.budget}); direct tok/s {item.direct_tok_s}, "
+            f"via deployment {item.deployment_tok_s}"
+        )
+    if isinstance(item, bench.CrossCheck):
+        if not item.ok:
+            return f"vllm bench serve did not run: {item.reason}"
+        return f"vllm bench serve over ours (1.0 = same): {item.ratios()}"
+    if isinstance(item, bench.Skipped):
+        return f"{item.what}: skipped, {item.reason}"
+    return str(item)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except LabError as exc:
+        print(f"serving.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)
