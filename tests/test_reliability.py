@@ -1,6 +1,7 @@
 """The reliability suite: bad input and stopped services give one line that says what to do, with
 no traceback and nothing recorded as done. (Killed downloads, uploads and unpacks that resume are
-in test_download, test_storage and test_runtime; the local AI Core's faults in test_aicore.)"""
+in test_download, test_storage and test_runtime; the local AI Core killed in a deployment's
+storage phase, and restarted, in test_local_aicore.)"""
 
 import json
 import os
