@@ -32,23 +32,50 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=32, help="requests in the workload")
     parser.add_argument(
-        "--max-output-tokens", type=int, default=128, help="cap on output lengths (0: none)"
+        "--requests", type=int, default=32, help="requests in the workload (%(default)s)"
     )
     parser.add_argument(
-        "--max-prompt-tokens", type=int, default=bench.MAX_PROMPT_TOKENS, help="longest prompt"
+        "--max-output-tokens",
+        type=int,
+        default=128,
+        help="cap on output lengths, 0: none (%(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--concurrencies", default="1,4,16,32")
-    parser.add_argument("--n", default="1,3", help="completions per request, comma-separated")
-    parser.add_argument("--hf-requests", type=int, default=8, help="requests HF runs (slow)")
-    parser.add_argument("--hf-batch", type=int, default=8, help="HF static batch size")
     parser.add_argument(
-        "--dtype", default="float32", help="dtype of the offline engines (and --start-server)"
+        "--max-prompt-tokens",
+        type=int,
+        default=bench.MAX_PROMPT_TOKENS,
+        help="longest prompt in tokens (%(default)s)",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of all engines")
-    parser.add_argument("--proxy-rounds", type=int, default=3, help="0 skips the proxy check")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the workload (%(default)s)")
+    parser.add_argument(
+        "--concurrencies",
+        default="1,4,16,32",
+        help="requests in flight, comma-separated (%(default)s)",
+    )
+    parser.add_argument(
+        "--n", default="1,3", help="completions per request, comma-separated (%(default)s)"
+    )
+    parser.add_argument(
+        "--hf-requests", type=int, default=8, help="requests HF runs, it is slow (%(default)s)"
+    )
+    parser.add_argument(
+        "--hf-batch", type=int, default=8, help="HF static batch size (%(default)s)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        help="dtype of the offline engines and --start-server (%(default)s)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds of all engines (%(default)s)"
+    )
+    parser.add_argument(
+        "--proxy-rounds",
+        type=int,
+        default=3,
+        help="rounds of deployment URL vs direct, 0 skips it (%(default)s)",
+    )
     parser.add_argument("--no-cross-check", action="store_true", help="skip vllm bench serve")
     parser.add_argument("--base-url", default="", help="a vLLM server instead of the deployment")
     parser.add_argument("--direct-url", default="", help="the server behind the deployment URL")
