@@ -1034,7 +1034,14 @@ def run_hf(
         duration_s=float(answer["duration_s"]),
         records=_records(answer),
         batch_size=size,
-        notes=[f"dtype {worker.info.get('dtype')}, {worker.info.get('threads')} threads"],
+        notes=[
+            f"dtype {worker.info.get('dtype')}, "
+            + (
+                "on the GPU"
+                if worker.info.get("device") == "cuda"
+                else f"{worker.info.get('threads')} threads"
+            )
+        ],
     )
 
 
@@ -1113,6 +1120,8 @@ class _Clock:
         self.times: list[float] = []
 
     def put(self, value: Any) -> None:
+        if hasattr(value, "cpu"):
+            value.cpu()  # on a GPU, wait for the step's kernels before taking the time
         self.times.append(time.perf_counter())
 
     def end(self) -> None:
@@ -1132,11 +1141,18 @@ class _HfEngine:
             torch.set_num_threads(int(args["threads"]))
         tok = AutoTokenizer.from_pretrained(args["model"])
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        # On a GPU machine the baseline runs on the GPU too, as in the launch post.
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(
             args["model"], dtype=getattr(torch, dtype)
-        )
+        ).to(self.device)
         self.model.eval()
-        self.info = {"engine": "hf", "dtype": dtype, "threads": torch.get_num_threads()}
+        self.info = {
+            "engine": "hf",
+            "dtype": dtype,
+            "device": self.device,
+            "threads": torch.get_num_threads(),
+        }
         self.run(_warmup_cmd())
 
     def run(self, cmd: Mapping[str, Any]) -> dict[str, Any]:
@@ -1159,8 +1175,8 @@ class _HfEngine:
             t0 = time.perf_counter()
             with torch.inference_mode():
                 self.model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
                     max_new_tokens=new,
                     min_new_tokens=new,
                     do_sample=True,
