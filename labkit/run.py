@@ -136,7 +136,7 @@ REPORT_FIELDS: dict[str, list[tuple[str, str]]] = {
     "benchmark": [
         ("model", "model"),
         ("measured", "created"),
-        ("workload", "workload.requests"),
+        ("requests in the workload", "workload.requests"),
         ("seed", "workload.seed"),
         ("results", "results_file"),
         ("notes", "notes"),
