@@ -210,8 +210,9 @@ def run_lab(
     """Execute the numbered notebooks with papermill; stop at the first failure with its name.
 
     ``parameters`` go to each notebook that declares them in its parameters cell (and only
-    there); a name no notebook declares is refused. ``resume`` continues the last failed run in its folder from the notebook that failed; the
-    notebooks after it read what the earlier ones recorded from the lab state."""
+    there); a name no notebook declares is refused. ``resume`` continues the last failed run in
+    its folder from the notebook that failed; the notebooks after it read what the earlier ones
+    recorded from the lab state."""
     import papermill
 
     notebooks = lab_notebooks(cfg.root / "notebooks")
