@@ -1211,14 +1211,6 @@ def test_registered_as_the_last_local_service() -> None:
 # --- the real thing: SAP's client, the default model, vLLM --------------------------------------
 
 
-def _group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _port_free(port: int) -> bool:
     import socket
 
@@ -1358,7 +1350,7 @@ def test_lifecycle_with_sap_client_on_the_default_model(
 
     client.deployment.modify(created.id, target_status=TargetStatus.STOPPED)
     wait_for(lambda: client.deployment.get(created.id).status.value == "STOPPED", "STOPPED", 120)
-    assert _group_gone(process["pgid"]) and _port_free(process["port"])
+    assert not group_alive(process["pgid"]) and _port_free(process["port"])
     with pytest.raises(AIAPIInvalidRequestException, match="cannot be started again"):
         client.deployment.modify(created.id, target_status=TargetStatus.RUNNING)
     client.deployment.delete(created.id)
@@ -1498,7 +1490,7 @@ def test_buildah_runs_the_pushed_image(
         )
         assert stop.status_code == 202
         final_status(emu, dep_id, ("STOPPED",))
-        assert _group_gone(process["pgid"]) and _port_free(process["port"])
+        assert not group_alive(process["pgid"]) and _port_free(process["port"])
         containers = subprocess.run(
             emu.settings.runner.builder.argv("containers", "--format", "{{.ContainerName}}"),
             capture_output=True, text=True, env=emu.settings.runner.builder.env(),
