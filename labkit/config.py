@@ -77,6 +77,11 @@ class Config(BaseSettings):
     image_wheels_dir: Path | None = Field(
         None, description="local wheels for the image build (default: pip's find-links folder)"
     )
+    image_cache_dir: Path | None = Field(
+        None,
+        description="the image step's cache, shared by every checkout on this machine: the "
+        "debootstrap base and the builder's storage (default: ~/.cache/labkit/image)",
+    )
     resource_group: str = Field("default", description="AI Core resource group")
     aicore_service_key_file: Path | None = Field(None, description="service key JSON file")
     aicore_service_key: SecretStr | None = Field(
@@ -154,6 +159,9 @@ class Config(BaseSettings):
             self.hub_cache_dir = self.lab_dir / "hub-cache"
         if self.template_repo_dir is None:
             self.template_repo_dir = self.local_dir / "templates-git"
+        if self.image_cache_dir is None:
+            cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+            self.image_cache_dir = Path(cache) / "labkit" / "image"
 
     @property
     def state_file(self) -> Path:

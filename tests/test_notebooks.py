@@ -13,7 +13,7 @@ from labkit import image, package
 from labkit.config import LOCAL_S3_CREDENTIALS, load_config
 from labkit.errors import StepError
 from labkit.local.hub import MAIN_COMMIT
-from labkit.run import lab_notebooks, run_lab
+from labkit.run import RunReport, lab_notebooks, run_lab
 from labkit.state import State
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.integration]
@@ -29,15 +29,25 @@ def _errors(path) -> list[str]:
     ]
 
 
-# Step 08 on a smaller workload than its defaults (nbval runs those): every engine still runs.
-LIGHT_BENCHMARK = {"NUM_REQUESTS": 4, "MAX_OUTPUT_TOKENS": 12, "CONCURRENCIES": "1,4",
-                   "HF_REQUESTS": 2, "HF_BATCH": 2, "PARALLEL_N": 3}  # fmt: skip
-
-
-def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_env, tmp_path):
+@pytest.fixture(scope="session")
+def lab_run(request: pytest.FixtureRequest, local_hub) -> RunReport:
+    """The suite's one execution of the lab: nbval's, in lab order, recorded as `labkit run`
+    records a run (conftest.LabRun); when nbval did not execute every lab notebook in this run
+    (``pytest tests/test_notebooks.py`` alone), `labkit run` executes them here."""
     cfg = load_config()
-    report = run_lab(cfg, out_dir=tmp_path / "run", parameters=LIGHT_BENCHMARK, progress=False)
-    assert report.ok
+    names = {p.name for p in lab_notebooks(cfg.root / "notebooks")}
+    recorded = request.config._labkit_lab_run
+    if recorded.complete(names):
+        return recorded.report
+    return run_lab(cfg, out_dir=cfg.lab_dir / "runs" / "papermill", progress=False)
+
+
+@pytest.mark.after_lab_run
+def test_the_lab_run_executes_every_notebook_and_records_results(lab_run: RunReport):
+    cfg = load_config()
+    report = lab_run
+    run_dir = Path(report.out_dir)
+    assert report.ok, [(n.notebook, n.error) for n in report.notebooks if n.status != "ok"]
     assert [n.notebook for n in report.notebooks] == [
         p.name for p in lab_notebooks(cfg.root / "notebooks")
     ]
@@ -71,37 +81,57 @@ def test_labkit_run_executes_every_notebook_and_records_results(local_hub, lab_e
     query = state.get("query")
     assert query["samples"] and all(s["answer"].strip() for s in query["samples"])
     assert len(query["generate"][0]["texts"]) == query["generate"][0]["n"]
+    # Step 08 ran with the notebook's own parameters: every engine at n=1 and n=PARALLEL_N.
+    defaults = {k: v["default"] for k, v in papermill.inspect_notebook(
+        str(cfg.root / "notebooks" / "08_benchmark.ipynb")).items()}  # fmt: skip
+    parallel_n = int(defaults["PARALLEL_N"])
+    concurrencies = [int(c) for c in defaults["CONCURRENCIES"].strip("\"'").split(",")]
     bench = state.get("benchmark")
     engines = {(r["engine"], r["n"]) for r in bench["runs"]}
     for engine in ("vllm-offline", "hf-single", "hf-static", "vllm-server-deployment"):
-        assert {(engine, 1), (engine, 3)} <= engines, engine
+        assert {(engine, 1), (engine, parallel_n)} <= engines, engine
     served = {(r["engine"], r["concurrency"]) for r in bench["runs"] if r["n"] == 1}
-    assert {("vllm-server-deployment", 1), ("vllm-server-deployment", 4)} <= served
-    assert ("vllm-server-direct", 4) in served  # the proxy comparison
+    assert {("vllm-server-deployment", c) for c in concurrencies} <= served
+    assert ("vllm-server-direct", max(concurrencies)) in served  # the proxy comparison
     assert all(
         r["completed"] == r["requests"] and r["output_tokens_per_s"] > 0 for r in bench["runs"]
     )
     assert [r for r in bench["ratios"] if r["baseline"] != "TGI" and not r["ratio"]] == []
     assert bench["proxy"]["ratio"] > 0 and bench["crosscheck"]["ok"] is True
-    assert bench["workload"]["requests"] == 4 and bench["workload"]["seed"] == 0
-    text = (tmp_path / "run" / "report.md").read_text()
+    assert bench["workload"]["requests"] == int(defaults["NUM_REQUESTS"])
+    assert bench["workload"]["seed"] == int(defaults["SEED"])
+    text = (run_dir / "report.md").read_text()
     assert "00_setup.ipynb" in text and deploy["deployment_id"] in text and "Paris" in text
     assert "| vLLM offline | HF one at a time |" in text and "launch post" in text
     for plot in bench["plots"]:  # copied beside the report, which shows them
-        assert (tmp_path / "run" / Path(plot).name).is_file()
+        assert (run_dir / Path(plot).name).is_file()
         assert f"]({Path(plot).name})" in text
+    # 06 shows the deployment URL and masks the token; 99 deleted it, and is safe to run twice.
+    deployed = (run_dir / "06_deploy.ipynb").read_text()
+    assert f"/v2/inference/deployments/{deploy['deployment_id']}" in deployed
+    assert "Bearer ****" in deployed
+    cleaned = nbformat.read(run_dir / "99_cleanup.ipynb", as_version=4)
+    assert ">deleted<" in str(cleaned.cells)
+    again = papermill.execute_notebook(
+        str(cfg.root / "notebooks" / "99_cleanup.ipynb"),
+        str(run_dir / "99_cleanup-again.ipynb"),
+        cwd=str(cfg.root / "notebooks"),
+        progress_bar=False,
+    )
+    assert "deleted before" in str(again.cells)
     # No secret of the run reaches an executed notebook, the state, the report or a log.
     service_key = json.loads((cfg.local_dir / "aicore-service-key.json").read_text())
     secrets = [LOCAL_S3_CREDENTIALS[1], service_key["clientsecret"]]
     jwt = re.compile(r"eyJ[\w-]{10,}\.eyJ[\w-]{10,}\.[\w-]{10,}")
-    written = [tmp_path / "run" / n.notebook for n in report.notebooks]
-    written += [tmp_path / "run" / "report.md", cfg.state_file, *cfg.local_dir.glob("*.log")]
+    written = [Path(n.output) for n in report.notebooks] + [run_dir / "99_cleanup-again.ipynb"]
+    written += [run_dir / "report.md", cfg.state_file, *cfg.local_dir.glob("*.log")]
     written += [p for p in (cfg.local_dir / "aicore" / "deployments").rglob("*.log")]
     written += [p for p in (cfg.lab_dir / "benchmark").iterdir() if p.suffix != ".png"]
     for path in written:
         content = path.read_text(errors="replace")
         assert not any(secret in content for secret in secrets), path
         assert not jwt.search(content), f"a token in {path}"
+        assert set(re.findall(r"Bearer (.{4})", content)) <= {"****"}, path
 
 
 def test_size_notebook_takes_injected_parameters(default_model, lab_env, tmp_path):

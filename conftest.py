@@ -1,0 +1,164 @@
+"""Session-wide test setup, loaded for every pytest run in this repository (tests/ and notebooks/).
+
+- Tests never touch the user's lab state: LABKIT_LAB_DIR points at a temp dir, while the local
+  services (started once by `labkit local up`) are shared through LABKIT_LOCAL_DIR.
+- Tiers (README, "Running the tests"): every nbval item is a notebooks + integration + slow
+  test, and a test that asks for the model, a local service or vLLM is an integration test
+  whatever its own marks say, so `make check` (``-m "not (integration or notebooks or slow)"``)
+  never waits for a service.
+- One execution of the lab per run: nbval executes the numbered notebooks in lab order
+  (``--nbval-lax``), and :class:`LabRun` records that execution the way `labkit run` would (the
+  executed notebooks with their outputs, each notebook's status and time, report.md and
+  report.json from labkit.run's own writer), so the full-run assertions in
+  tests/test_notebooks.py read it instead of executing every notebook a second time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+# Fixtures (tests/conftest.py) that need the default model, a local service or vLLM.
+INTEGRATION_FIXTURES = frozenset({"default_model", "local_hub", "default_tarball", "lab_run"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Set here rather than in a fixture: nbval's notebook items take no fixtures, and the
+    # kernels they start inherit this process's environment.
+    from labkit.config import load_config
+
+    local_dir = load_config(root=ROOT).local_dir
+    lab_dir = Path(tempfile.mkdtemp(prefix="labkit-test-"))
+    config._labkit_lab_dir = lab_dir
+    os.environ.update(
+        LABKIT_ROOT=str(ROOT),
+        LABKIT_LAB_DIR=str(lab_dir),
+        LABKIT_LOCAL_DIR=str(local_dir),
+        LABKIT_PROFILE="local",
+        MPLBACKEND="Agg",
+    )
+    config._labkit_lab_run = LabRun(lab_dir / "runs" / "nbval")
+    config.pluginmanager.register(config._labkit_lab_run, "labkit-lab-run")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lab_dir = getattr(config, "_labkit_lab_dir", None)
+    if lab_dir:
+        shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+def _is_notebook_cell(item: pytest.Item) -> bool:
+    return type(item).__name__ == "IPyNbCell"
+
+
+def _notebook_name(item: pytest.Item) -> str:
+    return Path(str(item.parent.path)).name
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if _is_notebook_cell(item):
+        for mark in ("notebooks", "integration", "slow"):
+            item.add_marker(mark)
+    elif INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.add_marker("integration")
+
+
+@pytest.hookimpl(trylast=True)  # on the items that remain after `-m` and `-k`
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from labkit.run import NOTEBOOK_NAME
+
+    # The full-run assertions read nbval's execution of the lab: they go after its last cell.
+    lab_cells = [
+        i for i in items if _is_notebook_cell(i) and NOTEBOOK_NAME.match(_notebook_name(i))
+    ]
+    if lab_cells:
+        after = [i for i in items if i.get_closest_marker("after_lab_run")]
+        rest = [i for i in items if i not in after]
+        last = rest.index(lab_cells[-1])
+        items[:] = rest[: last + 1] + after + rest[last + 1 :]
+        config._labkit_lab_run.expect({_notebook_name(i) for i in lab_cells})
+
+
+class LabRun:
+    """nbval's execution of the lab notebooks, recorded as `labkit run` records its own: each
+    executed notebook (outputs included) in ``out_dir``, each notebook's status and seconds, and
+    the run report. ``report`` is None until every lab notebook nbval collected has run."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.expected: set[str] = set()
+        self.report = None
+        self._started: dict[str, float] = {}  # wall clock (CallInfo.start) of each first cell
+        self._runs: dict[str, dict] = {}
+
+    def expect(self, names: set[str]) -> None:
+        self.expected = names
+
+    def complete(self, names: set[str]) -> bool:
+        """Whether nbval executed exactly the notebooks ``names`` in this run."""
+        return self.report is not None and self.expected == names
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        if not _is_notebook_cell(item) or _notebook_name(item) not in self.expected:
+            return
+        name = _notebook_name(item)
+        run = self._runs.setdefault(name, {"status": "ok", "error": ""})
+        self._started.setdefault(name, call.start)
+        report = outcome.get_result()
+        if call.when != "call":
+            if report.failed and run["status"] == "ok":
+                run.update(
+                    status="failed", error=f"{call.when} failed: {report.longreprtext[:300]}"
+                )
+            return
+        outputs = getattr(item, "test_outputs", None) or []
+        item.cell.outputs = outputs
+        item.cell.execution_count = item.cell_num + 1
+        if report.failed and run["status"] == "ok":
+            errors = [o for o in outputs if o.get("output_type") == "error"]
+            why = f"{errors[0]['ename']}: {errors[0]['evalue']}" if errors else "cell failed"
+            run.update(status="failed", error=" ".join(why.split()))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
+        yield
+        if not _is_notebook_cell(item) or _notebook_name(item) not in self.expected:
+            return
+        if nextitem is not None and nextitem.parent is item.parent:
+            return
+        self._write_notebook(item)
+
+    def _write_notebook(self, item: pytest.Item) -> None:
+        import nbformat
+
+        from labkit.run import NotebookRun
+
+        name = _notebook_name(item)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        nbformat.write(item.parent.nb, self.out_dir / name)
+        run = self._runs.get(name, {"status": "failed", "error": "not run"})
+        seconds = time.time() - self._started.get(name, time.time())
+        self._runs[name]["done"] = NotebookRun(
+            name, str(self.out_dir / name), run["status"], seconds, run["error"]
+        )
+        if self.expected <= {n for n, r in self._runs.items() if "done" in r}:
+            self._write_report()
+
+    def _write_report(self) -> None:
+        from labkit.config import load_config
+        from labkit.run import RunReport, write_report
+
+        cfg = load_config()
+        report = RunReport(str(self.out_dir), cfg.profile)
+        report.notebooks = [self._runs[n]["done"] for n in sorted(self.expected)]
+        write_report(cfg, report, self.out_dir)
+        self.report = report
