@@ -1,7 +1,11 @@
 """Every notebook runs headless with papermill on the local profile; results land in the lab state."""
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from labkit.run import RunReport, lab_notebooks, run_lab
 from labkit.state import State
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.integration]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _errors(path) -> list[str]:
@@ -190,3 +195,52 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path, lab_env, monkey
     assert "| failed |" not in (tmp_path / "run" / "report.md").read_text()
     with pytest.raises(StepError, match="no failed run to resume"):
         run_lab(load_config(), resume=True, progress=False)
+
+
+def test_the_suites_lab_run_is_recorded_as_labkit_run_records_one(tmp_path: Path) -> None:
+    """conftest.LabRun on a lab of two notebooks, the second failing: nbval executes them once, and
+    the run folder holds both executed notebooks with their outputs and the run's report."""
+    root = tmp_path / "lab"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "conftest.py", root / "conftest.py")
+    (root / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\naddopts = "--nbval-lax --nbval-current-env -p no:cacheprovider"\n'
+        'markers = ["notebooks: x", "integration: x", "slow: x", "after_lab_run: x"]\n'
+    )
+    cells = {"00_say_hello.ipynb": ["print('hello from 00')", "x = 1"],
+             "01_fail_step.ipynb": ["print('before')", "raise ValueError('boom')"]}  # fmt: skip
+    for name, sources in cells.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}  # fmt: skip
+        nbformat.write(nb, root / "notebooks" / name)
+    (root / "test_after.py").write_text(
+        "import json, pytest\n"
+        "@pytest.mark.after_lab_run\n"
+        "def test_reads(request):\n"
+        "    run = request.config._labkit_lab_run\n"
+        "    out = {'expected': sorted(run.expected), 'dir': str(run.out_dir),\n"
+        "           'runs': [[n.notebook, n.status, n.error] for n in run.report.notebooks]}\n"
+        f"    open({str(tmp_path / 'seen.json')!r}, 'w').write(json.dumps(out))\n"
+        "    import shutil; shutil.copytree(run.out_dir, "
+        f"{str(tmp_path / 'run')!r})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "test_after.py", "notebooks"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "1 failed, 4 passed" in done.stdout, done.stdout[-3000:]  # the raising cell fails
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["expected"] == ["00_say_hello.ipynb", "01_fail_step.ipynb"]
+    assert seen["runs"] == [["00_say_hello.ipynb", "ok", ""],
+                            ["01_fail_step.ipynb", "failed", "ValueError: boom"]]  # fmt: skip
+    run = tmp_path / "run"
+    hello = nbformat.read(run / "00_say_hello.ipynb", as_version=4)
+    assert hello.cells[0].outputs[0]["text"] == "hello from 00\n"
+    assert [c.execution_count for c in hello.cells] == [1, 2]
+    assert not _errors(run / "00_say_hello.ipynb") and _errors(run / "01_fail_step.ipynb")
+    report = (run / "report.md").read_text()
+    assert "| [00_say_hello.ipynb](00_say_hello.ipynb) | ok |" in report
+    assert "| failed | " in report and "ValueError: boom" in report
+    assert json.loads((run / "report.json").read_text())["ok"] is False
