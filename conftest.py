@@ -95,7 +95,7 @@ class LabRun:
         self.out_dir = out_dir
         self.expected: set[str] = set()
         self.report = None
-        self._started: dict[str, float] = {}  # wall clock (CallInfo.start) of each first cell
+        # notebook -> status, error, started (CallInfo.start of its first cell), done (NotebookRun)
         self._runs: dict[str, dict] = {}
 
     def expect(self, names: set[str]) -> None:
@@ -111,8 +111,7 @@ class LabRun:
         if not _is_notebook_cell(item) or _notebook_name(item) not in self.expected:
             return
         name = _notebook_name(item)
-        run = self._runs.setdefault(name, {"status": "ok", "error": ""})
-        self._started.setdefault(name, call.start)
+        run = self._runs.setdefault(name, {"status": "ok", "error": "", "started": call.start})
         report = outcome.get_result()
         if call.when != "call":
             if report.failed and run["status"] == "ok":
@@ -145,10 +144,13 @@ class LabRun:
         name = _notebook_name(item)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(item.parent.nb, self.out_dir / name)
-        run = self._runs.get(name, {"status": "failed", "error": "not run"})
-        seconds = time.time() - self._started.get(name, time.time())
-        self._runs[name]["done"] = NotebookRun(
-            name, str(self.out_dir / name), run["status"], seconds, run["error"]
+        run = self._runs[name]
+        run["done"] = NotebookRun(
+            name,
+            str(self.out_dir / name),
+            run["status"],
+            time.time() - run["started"],
+            run["error"],
         )
         if self.expected <= {n for n, r in self._runs.items() if "done" in r}:
             self._write_report()

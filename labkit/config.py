@@ -18,6 +18,11 @@ DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LOCAL_S3_CREDENTIALS = ("labkit-local", "labkit-local-secret")
 
 
+def user_cache_dir() -> Path:
+    """This user's cache folder on this machine: XDG_CACHE_HOME, else ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 def find_root(start: Path | None = None) -> Path:
     """The lab's root: LABKIT_ROOT, else the nearest folder above ``start`` holding notebooks/."""
     if env := os.environ.get("LABKIT_ROOT"):
@@ -160,8 +165,7 @@ class Config(BaseSettings):
         if self.template_repo_dir is None:
             self.template_repo_dir = self.local_dir / "templates-git"
         if self.image_cache_dir is None:
-            cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-            self.image_cache_dir = Path(cache) / "labkit" / "image"
+            self.image_cache_dir = user_cache_dir() / "labkit" / "image"
 
     @property
     def state_file(self) -> Path:

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from labkit.config import Config
+from labkit.config import Config, user_cache_dir
 from labkit.errors import LabError, ServiceError
 
 IMAGE_NAME = "aicore-vllm"
@@ -1077,11 +1077,7 @@ def wheels_dir(cfg: Config) -> Path | None:
 def uv_cache_dir() -> Path | None:
     """uv's cache on this machine (UV_CACHE_DIR, else ~/.cache/uv), where `make venv` left the
     wheels it installed: the CPU build installs from it instead of downloading them again."""
-    value = os.environ.get("UV_CACHE_DIR")
-    if not value:
-        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        value = str(Path(cache) / "uv")
-    path = Path(value)
+    path = Path(os.environ.get("UV_CACHE_DIR") or user_cache_dir() / "uv")
     return path if path.is_dir() else None
 
 
