@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import DiskError, ModelError, ServiceError
-from labkit.files import HASH_CHUNK, human_bytes, sha256_file
+from labkit.util.fs import HASH_CHUNK, human_bytes, sha256_file
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from labkit.errors import ModelError
-from labkit.files import human_bytes
+from labkit.util.fs import human_bytes
 
 # 2 MiB: large enough that per-chunk Python work is noise, small enough that a chunk is still in
 # the CPU cache when the second hash and the write read it (measured: 16 MiB is ~20% slower).

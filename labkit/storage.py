@@ -34,7 +34,8 @@ from pydantic import SecretStr
 
 from labkit.config import Config
 from labkit.errors import StorageError
-from labkit.files import human_bytes, pid_alive, sha256_file
+from labkit.util.fs import human_bytes, sha256_file
+from labkit.util.procs import pid_alive
 
 KEY_ROOT = "models"
 META_SHA256 = "sha256"  # stored as x-amz-meta-sha256

@@ -3,9 +3,12 @@ in the repository's root conftest.py."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
+
+from labkit.util import net, procs
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +52,40 @@ def default_tarball(local_hub, tmp_path_factory: pytest.TempPathFactory):
     snap = hub.download(plan, progress=False)
     dest = tmp_path_factory.mktemp("tarball") / "HuggingFaceTB--SmolLM2-135M-Instruct.tar"
     return package.write_tarball(cache, DEFAULT_REPO_ID, snap.revision, dest, progress=False)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback TCP port that is free now (for a server the test starts)."""
+    return net.free_port()
+
+
+class ProcessGroups:
+    """Programs a test started in their own process group; each is stopped when the test ends."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    def add(self, proc: subprocess.Popen) -> subprocess.Popen:
+        """Stop ``proc``'s group (started with ``start_new_session=True``) at teardown."""
+        self.started.append(proc)
+        return proc
+
+    def popen(self, argv, **kwargs) -> subprocess.Popen:
+        """``subprocess.Popen`` in a new process group, stopped at teardown."""
+        return self.add(subprocess.Popen(argv, start_new_session=True, **kwargs))
+
+    def stop_all(self, grace: float = 10.0) -> None:
+        while self.started:
+            proc = self.started.pop()
+            procs.stop_group(proc.pid, grace=grace, proc=proc)
+
+
+@pytest.fixture
+def process_groups():
+    """Start programs through this and they never outlive the test, pass or fail."""
+    groups = ProcessGroups()
+    try:
+        yield groups
+    finally:
+        groups.stop_all()

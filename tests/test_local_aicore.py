@@ -32,7 +32,7 @@ from labkit.local import aicore
 from labkit.local import aicore_runner as runner_mod
 from labkit.local import aicore_server as server_mod
 from labkit.local.aicore_runner import RunFailed, RunSpec, free_port
-from labkit.local.daemon import group_alive
+from labkit.util.procs import group_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "templates" / "vllm-serving.yaml"

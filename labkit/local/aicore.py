@@ -160,7 +160,7 @@ def down(cfg: Config) -> None:
     """Stop the server (it stops every predictor first); the state and the key stay."""
     from labkit.local.aicore_runner import kill_recorded
 
-    _daemon(cfg).stop(timeout=_STOP_TIMEOUT_S)
+    _daemon(cfg).stop(grace=_STOP_TIMEOUT_S)
     # A server killed before it ended its predictors leaves them recorded: end them too.
     for dep in _deployments(cfg):
         if dep.get("_process"):

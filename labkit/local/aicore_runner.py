@@ -52,7 +52,8 @@ from typing import Any, Literal, Protocol
 from pydantic import SecretStr
 
 from labkit.image import capture
-from labkit.local.daemon import LOOPBACK, group_alive
+from labkit.local.daemon import LOOPBACK
+from labkit.util.procs import group_alive
 
 RunnerMode = Literal["auto", "buildah", "host"]
 MODELS_MOUNT = "/mnt/models"

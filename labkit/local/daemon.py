@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
 from labkit.errors import ServiceError
+from labkit.util.procs import GRACE_S, is_zombie, stop_group
 
 LOG_TAIL_LINES = 15
 # Local services listen on loopback: a proxy from the environment must not carry requests away.
@@ -74,7 +74,7 @@ class Daemon:
             return None
         except PermissionError:
             pass
-        if _is_zombie(pid):
+        if is_zombie(pid):
             self.pid_file.unlink(missing_ok=True)
             return None
         return pid
@@ -128,20 +128,12 @@ class Daemon:
             f"see {self.log_file}",
         )
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, grace: float = GRACE_S) -> None:
         """Stop the program and its children (SIGTERM, then SIGKILL); no-op when not running."""
         pid = self.pid()
         if pid is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and group_alive(pid):
-            time.sleep(0.1)
-        if group_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            group_alive(pid)
+        stop_group(pid, grace=grace)
         self.pid_file.unlink(missing_ok=True)
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -154,13 +146,6 @@ class Daemon:
         return " | ".join(last[-3:]) or "empty log"
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return False
-
-
 @contextlib.contextmanager
 def service_lock(path: Path) -> Iterator[None]:
     """One `up` of a service at a time (two `labkit local up`s, or `up` and a test fixture)."""
@@ -171,19 +156,6 @@ def service_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group is left (reaping the leader if it is our own child)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pgid, os.WNOHANG)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def extra_requirements(extra: str) -> list[str]:

@@ -26,8 +26,8 @@ from typing import Any
 
 from labkit.config import DEFAULT_MODEL_ID, Config
 from labkit.errors import ModelError, ServiceError
-from labkit.files import pid_alive
 from labkit.local.daemon import ServiceStatus
+from labkit.util.procs import pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,102 @@
+"""The helpers layer (labkit.util): atomic writes, process groups, ports, names, HTML tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from labkit.util import fs, html, names, net, procs
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "state.json"
+    fs.atomic_write_json(target, {"a": 1}, mode=0o600)
+    fs.atomic_write_json(target, {"b": 2}, mode=0o600, sort_keys=True, newline=True)
+    assert target.read_text() == '{\n "b": 2\n}\n'
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["state.json"]
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):
+    target = tmp_path / "f.json"
+    fs.atomic_write_text(target, "old")
+    with pytest.raises(TypeError):
+        fs.atomic_write_json(target, {"x": object()})
+    with pytest.raises(TypeError):
+        fs.atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+@given(st.text())
+def test_atomic_text_round_trips(text):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = fs.atomic_write_text(Path(d) / "t", text)
+        assert path.read_bytes().decode("utf-8") == text
+
+
+def test_stop_group_ends_a_group_that_ignores_sigterm_after_the_grace_period():
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE
+    )
+    assert proc.stdout.readline() == b"up\n"
+    started = time.monotonic()
+    assert procs.stop_group(proc.pid, grace=0.5, proc=proc) == -signal.SIGKILL
+    assert 0.5 <= time.monotonic() - started < procs.KILL_WAIT_S
+    assert not procs.group_alive(proc.pid) and not procs.pid_alive(proc.pid)
+
+
+def test_stop_group_stops_the_leaders_children_too_and_is_a_noop_after():
+    proc = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60"], start_new_session=True)
+    time.sleep(0.2)
+    assert procs.group_alive(proc.pid)
+    assert procs.stop_group(proc.pid, grace=5, proc=proc) == -signal.SIGTERM
+    assert not procs.group_alive(proc.pid)
+    assert procs.stop_group(proc.pid, grace=5) is None
+    assert procs.pid_alive(os.getpid())
+
+
+def test_free_port_can_be_bound():
+    port = net.free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("a" * 40, True),
+        ("0123456789abcdef" * 2 + "01234567", True),
+        ("A" * 40, False),
+        ("a" * 39, False),
+        ("a" * 41, False),
+        ("main", False),
+    ],
+)
+def test_is_commit(value, ok):
+    assert names.is_commit(value) is ok
+
+
+def test_html_table_escapes_nothing_itself_and_aligns_columns():
+    out = html.table(
+        ["file", "size"], [[f"<code>{html.esc('a<b')}</code>", "1 kB"]], align=["", "right"]
+    )
+    assert out == (
+        "<table><tr><th>file</th><th>size</th></tr>"
+        "<tr><td><code>a&lt;b</code></td><td style='text-align:right'>1 kB</td></tr></table>"
+    )
+    assert html.table(["a"], [], sections=True) == (
+        "<table><thead><tr><th>a</th></tr></thead><tbody></tbody></table>"
+    )
