@@ -27,6 +27,7 @@ from labkit.config import Config, load_config
 from labkit.errors import ModelError, ServiceError
 from labkit.local import hub
 from labkit.local.hub import DEFAULT_REPO_ID, DEFAULT_TAG, FIRST_COMMIT, MAIN_COMMIT
+from labkit.util.net import free_port
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
 
@@ -41,12 +42,6 @@ def _sha256(path: Path) -> str:
 
 def _git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:
@@ -374,7 +369,7 @@ def test_a_rebuild_in_a_fresh_dir_gives_the_same_commits(
 def test_a_failing_olah_reports_its_log(
     local_hub: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = load_config(local_dir=tmp_path / "local", hub_port=_free_port())
+    cfg = load_config(local_dir=tmp_path / "local", hub_port=free_port())
     cfg.local_dir.mkdir()
     (cfg.local_dir / "envs").symlink_to(local_hub.local_dir / "envs")  # reuse the built tool env
     monkeypatch.setattr(hub, "_ensure_default_repo", lambda cfg, progress: None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -12,12 +11,7 @@ import pytest
 from labkit import storage
 from labkit.config import load_config
 from labkit.local import s3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from labkit.util.net import free_port
 
 
 @pytest.fixture
@@ -29,7 +23,7 @@ def private_s3(tmp_path: Path):
     local_dir = tmp_path / "local"
     (local_dir / "envs").mkdir(parents=True)
     (local_dir / "envs" / s3.S3_EXTRA).symlink_to(shared)
-    cfg = load_config(local_dir=local_dir, s3_port=_free_port(), bucket="labkit-private")
+    cfg = load_config(local_dir=local_dir, s3_port=free_port(), bucket="labkit-private")
     yield cfg
     s3.down(cfg)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from labkit.local.hub import FIRST_COMMIT
+from labkit.util.net import free_port
 
 REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -77,17 +78,9 @@ def test_bad_input_is_one_line_and_records_nothing(
     assert not (lab_env / "state.json").exists()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.integration
 def test_a_stopped_hub_is_one_line_and_leaves_no_snapshot(lab_env: Path) -> None:
-    port = _free_port()  # nothing listens there: as if the mirror were stopped
+    port = free_port()  # nothing listens there: as if the mirror were stopped
     out = labkit("download", REPO, "--revision", "v1.0", env={"LABKIT_HUB_PORT": str(port)})
     one_line_error(out, f"127.0.0.1:{port}")
     assert not list((lab_env / "hub-cache").glob("models--*/snapshots/*/*"))
@@ -95,7 +88,7 @@ def test_a_stopped_hub_is_one_line_and_leaves_no_snapshot(lab_env: Path) -> None
 
 @pytest.mark.integration
 def test_a_stopped_s3_is_one_line_and_records_no_upload(default_tarball, lab_env: Path) -> None:
-    port = _free_port()
+    port = free_port()
     out = labkit(
         "upload", str(default_tarball.path), "--bucket", "labkit-models", "--json",
         env={"LABKIT_S3_PORT": str(port), "AWS_MAX_ATTEMPTS": "1"},
@@ -106,7 +99,7 @@ def test_a_stopped_s3_is_one_line_and_records_no_upload(default_tarball, lab_env
 
 @pytest.mark.integration
 def test_a_stopped_registry_is_one_line(lab_env: Path) -> None:
-    port = _free_port()
+    port = free_port()
     out = labkit("image", "next-tag", "--registry", f"localhost:{port}", "--repository", "labkit")
     one_line_error(out, f"localhost:{port}")
 

@@ -11,7 +11,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -24,6 +23,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from labkit.util.net import free_port
+from labkit.util.procs import group_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = ROOT / "runtime" / "entrypoint.py"
@@ -786,21 +788,6 @@ def test_unpack_cli_is_idempotent(tmp_path: Path) -> None:
 # --- the real thing -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process (zombies included) is still in the process group."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _get(url: str, timeout: float = 5) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -828,7 +815,7 @@ def test_entrypoint_serves_the_default_model_tarball_and_stops_on_sigterm(
     models.mkdir(parents=True)
     os.link(tb.path, models / tb.path.name)  # the single tar, as the local AI Core hands it over
 
-    port = _free_port()
+    port = free_port()
     # A short private TMPDIR: the writable home lands there, and vLLM's IPC socket paths
     # (under TMPDIR, at most 107 bytes) stay short.
     scratch = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
@@ -908,14 +895,14 @@ def test_entrypoint_serves_the_default_model_tarball_and_stops_on_sigterm(
         stop = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
         code = proc.wait(timeout=30)
-        while _group_alive(proc.pid) and time.monotonic() - stop < 30:
+        while group_alive(proc.pid) and time.monotonic() - stop < 30:
             time.sleep(0.2)
         stop_s = time.monotonic() - stop
         print(f"SIGTERM to exit: {stop_s:.1f} s, exit code {code}")
         assert code == 0, log_path.read_text()[-3000:]
-        assert not _group_alive(proc.pid), "processes of the server's group outlived it"
+        assert not group_alive(proc.pid), "processes of the server's group outlived it"
     finally:
-        if proc.poll() is None or _group_alive(proc.pid):
+        if proc.poll() is None or group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         shutil.rmtree(scratch, ignore_errors=True)

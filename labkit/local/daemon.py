@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import venv
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
@@ -135,6 +135,23 @@ class Daemon:
             return
         stop_group(pid, grace=grace)
         self.pid_file.unlink(missing_ok=True)
+
+    def status(
+        self, url: str, fails: str, details: Callable[[int], ServiceStatus | str]
+    ) -> ServiceStatus:
+        """Every service's status: not running, running but not answering (``pid N <fails>``), or
+        healthy with ``details(pid)`` (a line, or a whole ServiceStatus for a service that checks more)."""
+        pid = self.pid()
+        if pid is None:
+            return ServiceStatus(self.name, url, False, "not running: run `labkit local up`")
+        if not self.healthy():
+            return ServiceStatus(self.name, url, False, f"pid {pid} {fails}: see {self.log_file}")
+        found = details(pid)
+        return (
+            found
+            if isinstance(found, ServiceStatus)
+            else ServiceStatus(self.name, url, True, found)
+        )
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the log, folded onto one line for error messages."""

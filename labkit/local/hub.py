@@ -282,25 +282,16 @@ def down(cfg: Config) -> None:
 
 def status(cfg: Config) -> ServiceStatus:
     """Whether olah runs and serves the default repo."""
-    daemon = _daemon(cfg)
-    pid = daemon.pid()
-    if pid is None:
-        return ServiceStatus("hub", hub_url(cfg), False, "not running: run `labkit local up`")
-    if not daemon.healthy():
-        return ServiceStatus(
-            "hub",
-            hub_url(cfg),
-            False,
-            f"pid {pid} does not serve the default repo: see {daemon.log_file}",
+
+    def details(pid: int) -> str:
+        repos = sorted(
+            f"{p.parent.name}/{p.name}"
+            for p in (hub_dir(cfg) / "mirrors" / "models").glob("*/*")
+            if (p / ".git").is_dir() and not p.name.startswith(".")
         )
-    repos = sorted(
-        f"{p.parent.name}/{p.name}"
-        for p in (hub_dir(cfg) / "mirrors" / "models").glob("*/*")
-        if (p / ".git").is_dir() and not p.name.startswith(".")
-    )
-    return ServiceStatus(
-        "hub", hub_url(cfg), True, f"{_olah_requirement()}, pid {pid}, repos: {', '.join(repos)}"
-    )
+        return f"{_olah_requirement()}, pid {pid}, repos: {', '.join(repos)}"
+
+    return _daemon(cfg).status(hub_url(cfg), "does not serve the default repo", details)
 
 
 @dataclass

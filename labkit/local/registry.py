@@ -121,18 +121,14 @@ def status(cfg: Config) -> ServiceStatus:
         return ServiceStatus(
             "registry", url, False, f"unavailable: {PROGRAM} is not installed; {INSTALL_HINT}"
         )
-    daemon = _daemon(cfg)
-    pid = daemon.pid()
-    if pid is None:
-        return ServiceStatus("registry", url, False, "not running: run `labkit local up`")
-    if not daemon.healthy():
-        return ServiceStatus(
-            "registry", url, False, f"pid {pid} does not answer /v2/: see {daemon.log_file}"
-        )
-    repos = catalog(cfg)
-    lab = [r for r in repos if r.startswith(f"{cfg.image_repository}/")]
-    held = f"{len(repos)} repositories" + (f" ({', '.join(lab[:3])})" if lab else "")
-    return ServiceStatus("registry", url, True, f"{_version()}, pid {pid}, {held}")
+
+    def details(pid: int) -> str:
+        repos = catalog(cfg)
+        lab = [r for r in repos if r.startswith(f"{cfg.image_repository}/")]
+        held = f"{len(repos)} repositories" + (f" ({', '.join(lab[:3])})" if lab else "")
+        return f"{_version()}, pid {pid}, {held}"
+
+    return _daemon(cfg).status(url, "does not answer /v2/", details)
 
 
 def require(cfg: Config) -> str:

@@ -103,26 +103,19 @@ def down(cfg: Config) -> None:
 def status(cfg: Config) -> ServiceStatus:
     """Whether moto runs, answers S3 requests and has the lab's bucket."""
     url = s3_url(cfg)
-    daemon = _daemon(cfg)
-    pid = daemon.pid()
-    if pid is None:
-        return ServiceStatus("s3", url, False, "not running: run `labkit local up`")
-    if not daemon.healthy():
-        return ServiceStatus(
-            "s3", url, False, f"pid {pid} does not answer S3 requests: see {daemon.log_file}"
+
+    def details(pid: int) -> ServiceStatus | str:
+        objects = _count_objects(url, cfg.bucket)
+        if objects is None:
+            return ServiceStatus(
+                "s3", url, False, f"no bucket {cfg.bucket} (moto restarted?): run `labkit local up`"
+            )
+        return (
+            f"{_moto_requirement()}, pid {pid}, bucket {cfg.bucket} ({objects} objects); "
+            "in memory: a restart empties it"
         )
-    objects = _count_objects(url, cfg.bucket)
-    if objects is None:
-        return ServiceStatus(
-            "s3", url, False, f"no bucket {cfg.bucket} (moto restarted?): run `labkit local up`"
-        )
-    return ServiceStatus(
-        "s3",
-        url,
-        True,
-        f"{_moto_requirement()}, pid {pid}, bucket {cfg.bucket} ({objects} objects); "
-        "in memory: a restart empties it",
-    )
+
+    return _daemon(cfg).status(url, "does not answer S3 requests", details)
 
 
 def _count_objects(url: str, bucket: str) -> int | None:
