@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labkit.errors import ConfigError
+from labkit.util import html
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # moto takes any key pair; fixed ones keep the local object store secret stable between runs.
@@ -259,12 +260,15 @@ class Config(BaseSettings):
         return out
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td><code>{escape(k)}</code></td><td>{escape(str(v) if v is not None else '')}</td>"
-            f"<td>{escape(type(self).model_fields[k].description or '')}</td></tr>"
+        rows = [
+            [
+                f"<code>{escape(k)}</code>",
+                escape(str(v) if v is not None else ""),
+                escape(type(self).model_fields[k].description or ""),
+            ]
             for k, v in self.public().items()
-        )
-        return f"<table><tr><th>setting</th><th>value</th><th>meaning</th></tr>{rows}</table>"
+        ]
+        return html.table(["setting", "value", "meaning"], rows)
 
 
 def load_config(**params: Any) -> Config:

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from labkit.config import Config
+from labkit.util import html
 
 # Free disk the local profile needs: the default model (~0.3 GB) three times over
 # (folder, Hub mirror, tarball) plus an image build; a real model needs far more.
@@ -43,12 +44,16 @@ class EnvReport:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{'✅' if c.ok else '❌'}</td><td>{escape(c.name)}</td>"
-            f"<td><code>{escape(c.value)}</code></td><td>{escape(c.advice)}</td></tr>"
+        rows = [
+            [
+                "✅" if c.ok else "❌",
+                escape(c.name),
+                f"<code>{escape(c.value)}</code>",
+                escape(c.advice),
+            ]
             for c in self.checks
-        )
-        return f"<table><tr><th></th><th>check</th><th>found</th><th>advice</th></tr>{rows}</table>"
+        ]
+        return html.table(["", "check", "found", "advice"], rows)
 
 
 def _dist_version(name: str) -> str | None:
@@ -177,8 +182,5 @@ def step_plan(cfg: Config) -> list[StepPlan]:
 
 def step_plan_html(plan: list[StepPlan]) -> str:
     """The step plan as an HTML table."""
-    rows = "".join(
-        f"<tr><td>{escape(p.notebook)}</td><td><code>{escape(p.uses)}</code></td></tr>"
-        for p in plan
-    )
-    return f"<table><tr><th>notebook</th><th>will use</th></tr>{rows}</table>"
+    rows = [[escape(p.notebook), f"<code>{escape(p.uses)}</code>"] for p in plan]
+    return html.table(["notebook", "will use"], rows)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import DiskError, ModelError, ServiceError
+from labkit.util import html
 from labkit.util.fs import HASH_CHUNK, human_bytes, sha256_file
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -73,16 +74,23 @@ class DownloadPlan:
         return sum(f.size for f in self.files)
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td><code>{escape(f.path)}</code></td><td style='text-align:right'>{human_bytes(f.size)}</td>"
-            f"<td>{'LFS' if f.lfs_sha256 else 'git'}</td></tr>"
-            for f in self.files
+        rows = html.table(
+            ["file", "size", "storage"],
+            [
+                [
+                    f"<code>{escape(f.path)}</code>",
+                    human_bytes(f.size),
+                    "LFS" if f.lfs_sha256 else "git",
+                ]
+                for f in self.files
+            ],
+            align=["", "right"],
         )
         return (
             f"<p><b>{escape(self.repo_id)}</b> @ <code>{escape(self.requested_revision)}</code> "
             f"= <code>{self.revision}</code><br>{len(self.files)} files, {human_bytes(self.total_bytes)}; "
             f"still to fetch {human_bytes(self.missing_bytes)} into <code>{escape(self.cache_dir)}</code></p>"
-            f"<table><tr><th>file</th><th>size</th><th>storage</th></tr>{rows}</table>"
+            f"{rows}"
         )
 
 
@@ -116,15 +124,22 @@ class Snapshot:
         return asdict(self)
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td><code>{escape(f.path)}</code></td><td style='text-align:right'>{human_bytes(f.size)}</td>"
-            f"<td><code>{f.sha256[:16]}…</code></td></tr>"
-            for f in self.files
+        rows = html.table(
+            ["file", "size", "sha256"],
+            [
+                [
+                    f"<code>{escape(f.path)}</code>",
+                    human_bytes(f.size),
+                    f"<code>{f.sha256[:16]}…</code>",
+                ]
+                for f in self.files
+            ],
+            align=["", "right"],
         )
         return (
             f"<p>✅ <b>{escape(self.repo_id)}</b> @ <code>{self.revision}</code> verified: "
             f"{len(self.files)} files, {human_bytes(self.total_bytes)}<br><code>{escape(self.snapshot_dir)}</code></p>"
-            f"<table><tr><th>file</th><th>size</th><th>sha256</th></tr>{rows}</table>"
+            f"{rows}"
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from labkit.config import Config
 from labkit.errors import StepError
 
-# NN_verb_object.ipynb; STYLE.md allows one word for the bookends (00_setup, 99_cleanup).
+# NN_verb_object.ipynb; CONTRIBUTING.md allows one word for the bookends (00_setup, 99_cleanup).
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z][a-z0-9]*(?:_[a-z0-9]+)*\.ipynb$")
 
 

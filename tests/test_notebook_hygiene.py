@@ -1,4 +1,4 @@
-"""Notebook conventions (STYLE.md): names, skeleton, parameters cell, no committed outputs."""
+"""Notebook conventions (CONTRIBUTING.md): names, skeleton, parameters cell, no committed outputs."""
 
 import ast
 import json

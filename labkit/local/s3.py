@@ -4,7 +4,7 @@ moto runs from a venv of its own (the ``svc-s3`` extra) and keeps every bucket i
 object bodies to temporary files under ``<local_dir>/s3``: a restart empties it. Its request
 recorder (``MOTO_ENABLE_RECORDING``) could replay a session, but it stores every request body
 again, base64-encoded, which for model tarballs is no persistence worth having; `up` simply
-creates the lab's bucket again. Known gaps against AWS (see REFERENCE.md): moto accepts a wrong
+creates the lab's bucket again. Known gaps against AWS (see docs/reference.md): moto accepts a wrong
 SHA-256 checksum and returns no part checksums from ListParts, so labkit.storage relies on
 neither.
 """

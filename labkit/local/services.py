@@ -12,6 +12,7 @@ from types import ModuleType
 
 from labkit.config import Config
 from labkit.local.daemon import ServiceStatus
+from labkit.util import html
 
 SERVICES = ["model", "hub", "s3", "registry", "aicore"]
 
@@ -41,9 +42,15 @@ def status(cfg: Config) -> list[ServiceStatus]:
 
 def status_html(rows: list[ServiceStatus]) -> str:
     """A small table for notebooks."""
-    body = "".join(
-        f"<tr><td>{escape(s.name)}</td><td><code>{escape(s.url)}</code></td>"
-        f"<td>{'✅' if s.healthy else '❌'}</td><td>{escape(s.detail)}</td></tr>"
-        for s in rows
+    return html.table(
+        ["service", "url", "ok", ""],
+        [
+            [
+                escape(s.name),
+                f"<code>{escape(s.url)}</code>",
+                "✅" if s.healthy else "❌",
+                escape(s.detail),
+            ]
+            for s in rows
+        ],
     )
-    return f"<table><tr><th>service</th><th>url</th><th>ok</th><th></th></tr>{body}</table>"
