@@ -213,8 +213,38 @@ def run_lab(
     there); a name no notebook declares is refused. ``resume`` continues the last failed run in
     its folder from the notebook that failed; the notebooks after it read what the earlier ones
     recorded from the lab state."""
-    import papermill
+    notebooks, earlier, out_dir = _notebooks_to_run(cfg, only, resume, out_dir)
+    declared = _declared_parameters(notebooks, parameters or {})
+    out_dir = out_dir or cfg.runs_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = RunReport(str(out_dir), cfg.profile, list(earlier))
+    # Kernels inherit the environment: this is how the run's profile and paths reach them.
+    saved = dict(os.environ)
+    os.environ.update(
+        LABKIT_PROFILE=cfg.profile, LABKIT_ROOT=str(cfg.root), LABKIT_LAB_DIR=str(cfg.lab_dir)
+    )
+    try:
+        for nb in notebooks:
+            wanted = {k: v for k, v in (parameters or {}).items() if k in declared[nb.name]}
+            run = _execute(nb, out_dir / nb.name, wanted, progress)
+            report.notebooks.append(run)
+            if run.status != "ok":
+                raise StepError(
+                    f"{nb.name} failed: {' '.join(run.error.split())}",
+                    f"open {run.output} to see the failing cell, fix it and continue with "
+                    "`labkit run --resume`",
+                )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        write_report(cfg, report, out_dir)
+    return report
 
+
+def _notebooks_to_run(
+    cfg: Config, only: list[str] | None, resume: bool, out_dir: Path | None
+) -> tuple[list[Path], list[NotebookRun], Path | None]:
+    """The notebooks of this run, those a resumed run already has, and the run's folder."""
     notebooks = lab_notebooks(cfg.root / "notebooks")
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(p) for p in only)]
@@ -234,59 +264,39 @@ def run_lab(
             f"no notebooks to run in {cfg.root / 'notebooks'}",
             "run from the lab's checkout, or check --only",
         )
+    return notebooks, earlier, out_dir
+
+
+def _declared_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> dict[str, set]:
+    """Each notebook's parameter names; a StepError for a given name that no notebook takes."""
     declared = {nb.name: notebook_parameters(nb) for nb in notebooks}
-    unknown = sorted(set(parameters or {}) - set().union(*declared.values()))
+    unknown = sorted(set(parameters) - set().union(*declared.values()))
     if unknown:
         raise StepError(
             f"no notebook to run takes the parameter {', '.join(unknown)}",
             "`papermill --help-notebook notebooks/NN_....ipynb` lists a notebook's parameters",
         )
-    out_dir = out_dir or cfg.runs_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = RunReport(str(out_dir), cfg.profile, list(earlier))
-    # Kernels inherit the environment: this is how the run's profile and paths reach them.
-    saved = dict(os.environ)
-    os.environ.update(
-        LABKIT_PROFILE=cfg.profile, LABKIT_ROOT=str(cfg.root), LABKIT_LAB_DIR=str(cfg.lab_dir)
-    )
+    return declared
+
+
+def _execute(nb: Path, output: Path, parameters: dict[str, Any], progress: bool) -> NotebookRun:
+    """One notebook through papermill, recorded as ok or failed (with the cell's error)."""
+    import papermill
+
+    start = time.monotonic()
     try:
-        for nb in notebooks:
-            output = out_dir / nb.name
-            start = time.monotonic()
-            try:
-                papermill.execute_notebook(
-                    str(nb),
-                    str(output),
-                    parameters={
-                        k: v for k, v in (parameters or {}).items() if k in declared[nb.name]
-                    },
-                    cwd=str(nb.parent),
-                    progress_bar=progress,
-                    kernel_name="python3",
-                )
-            except papermill.PapermillExecutionError as exc:
-                report.notebooks.append(
-                    NotebookRun(
-                        nb.name,
-                        str(output),
-                        "failed",
-                        time.monotonic() - start,
-                        f"{exc.ename}: {exc.evalue}",
-                    )
-                )
-                raise StepError(
-                    f"{nb.name} failed: {exc.ename}: {' '.join(str(exc.evalue).split())}",
-                    f"open {output} to see the failing cell, fix it and continue with "
-                    "`labkit run --resume`",
-                ) from None
-            report.notebooks.append(
-                NotebookRun(nb.name, str(output), "ok", time.monotonic() - start)
-            )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        write_report(cfg, report, out_dir)
-    return report
+        papermill.execute_notebook(
+            str(nb),
+            str(output),
+            parameters=parameters,
+            cwd=str(nb.parent),
+            progress_bar=progress,
+            kernel_name="python3",
+        )
+    except papermill.PapermillExecutionError as exc:
+        error = f"{exc.ename}: {exc.evalue}"
+        return NotebookRun(nb.name, str(output), "failed", time.monotonic() - start, error)
+    return NotebookRun(nb.name, str(output), "ok", time.monotonic() - start)
 
 
 def write_report(cfg: Config, report: RunReport, out_dir: Path) -> None:
