@@ -37,6 +37,7 @@ def check_ttl(ttl: str | None) -> str | None:
 
 
 def _check_argo_name(kind: str, name: str, lo: int, hi: int) -> str:
+    """``name`` if AI Core takes it as a repository or application name (``lo``-``hi`` long)."""
     if not (lo <= len(name) <= hi and _ARGO_NAME.fullmatch(name)):
         raise ConfigError(
             f"'{name}' is not a valid {kind} name",

@@ -57,5 +57,6 @@ def _install_redaction() -> None:
 
 
 def _short(text: str, limit: int = 300) -> str:
+    """``text`` redacted, on one line, at most ``limit`` characters (for error messages)."""
     text = " ".join(redact(str(text)).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
