@@ -1,0 +1,290 @@
+"""Authentication: the AI Core service key (from AICORE_SERVICE_KEY, its file, the local AI Core
+or the SDK's own sources), parsed with its secrets masked, and the OAuth client-credentials token
+it buys (cached, refreshed early, fetched with timeouts and one-line errors)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from labkit.aicore.errors import AICoreError
+from labkit.aicore.secrets import MASK, _short, register_secret
+from labkit.config import Config
+from labkit.errors import ConfigError, LabError, ServiceError
+
+_HTTP_TIMEOUT = (10.0, 30.0)
+
+
+# --- service key ---------------------------------------------------------------------------------
+
+
+@dataclass(repr=False)
+class ServiceKey:
+    """What the lab needs from an AI Core service key; the client secret and x509 key stay masked."""
+
+    client_id: str
+    auth_url: str  # the full token URL, .../oauth/token
+    api_url: str  # serviceurls.AI_API_URL, without /v2
+    origin: str
+    client_secret: SecretStr | None = None
+    certificate: SecretStr | None = None
+    key: SecretStr | None = None
+    identityzone: str = ""
+
+    @property
+    def base_url(self) -> str:
+        """The AI API base the SDK takes: ``AI_API_URL/v2``."""
+        return _v2(self.api_url)
+
+    @property
+    def auth(self) -> str:
+        """How the key authenticates: ``client secret`` or ``x509``."""
+        return "client secret" if self.client_secret is not None else "x509"
+
+    def public(self) -> dict[str, Any]:
+        """The key's non-secret parts, safe to print."""
+        return {
+            "origin": self.origin,
+            "client_id": self.client_id,
+            "auth_url": self.auth_url,
+            "api_url": self.api_url,
+            "identityzone": self.identityzone,
+            "auth": self.auth,
+            "secret": MASK,
+        }
+
+    def __repr__(self) -> str:
+        return f"ServiceKey({json.dumps(self.public())})"
+
+    __str__ = __repr__
+
+
+def _v2(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/v2") else url + "/v2"
+
+
+def _token_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/oauth/token") else url + "/oauth/token"
+
+
+def parse_service_key(data: str | Mapping[str, Any], origin: str = "the service key") -> ServiceKey:
+    """A service key as BTP gives it (JSON text or dict, also wrapped in ``credentials``)."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"the service key in {origin} is not JSON",
+                "paste the service key exactly as the BTP cockpit shows it",
+            ) from None
+    if isinstance(data, Mapping) and isinstance(data.get("credentials"), Mapping):
+        data = data["credentials"]  # `cf service-key` and some exports wrap it
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"the service key in {origin} is not a JSON object",
+            "use the AI Core service key JSON from the BTP cockpit",
+        )
+    urls = data.get("serviceurls")
+    api_url = urls.get("AI_API_URL") if isinstance(urls, Mapping) else None
+    x509 = bool(data.get("certificate") and data.get("key"))
+    missing = [] if data.get("clientid") else ["clientid"]
+    if not (data.get("url") or (x509 and data.get("certurl"))):
+        missing.append("url")
+    if not api_url:
+        missing.append("serviceurls.AI_API_URL")
+    if not data.get("clientsecret") and not x509:
+        missing.append("clientsecret (or certificate and key)")
+    if missing:
+        raise ConfigError(
+            f"the service key in {origin} lacks {', '.join(missing)}",
+            "use a service key of an SAP AI Core instance, as the BTP cockpit shows it",
+        )
+    for value in (data.get("clientsecret"), data.get("key")):
+        register_secret(value)
+    auth = data.get("certurl") if x509 and data.get("certurl") else data.get("url")
+    return ServiceKey(
+        client_id=str(data["clientid"]),
+        auth_url=_token_url(str(auth)),
+        api_url=str(api_url).rstrip("/").removesuffix("/v2"),
+        origin=origin,
+        client_secret=SecretStr(str(data["clientsecret"])) if data.get("clientsecret") else None,
+        certificate=SecretStr(str(data["certificate"])) if x509 else None,
+        key=SecretStr(str(data["key"])) if x509 else None,
+        identityzone=str(data.get("identityzone", "")),
+    )
+
+
+def local_service_key_file(cfg: Config) -> Path:
+    """Where the local AI Core writes its service key."""
+    return cfg.local_dir / "aicore-service-key.json"
+
+
+def load_service_key(cfg: Config) -> ServiceKey:
+    """The service key: the variable, the file, the local AI Core's (local profile), or the SDK's variables."""
+    if cfg.profile == "local":
+        # Never a tenant's key from AICORE_SERVICE_KEY here: the local profile must not deploy
+        # to a real tenant by accident. An explicit key file still wins.
+        path = cfg.aicore_service_key_file or local_service_key_file(cfg)
+        if not path.is_file():
+            raise ServiceError(
+                f"no service key of the local AI Core at {path}",
+                "start the local services with `labkit local up`",
+            )
+        return parse_service_key(_read_key_file(path), str(path))
+    if cfg.aicore_service_key is not None:
+        return parse_service_key(cfg.aicore_service_key.get_secret_value(), "AICORE_SERVICE_KEY")
+    if cfg.aicore_service_key_file is not None:
+        path = cfg.aicore_service_key_file
+        return parse_service_key(_read_key_file(path), str(path))
+    return _sdk_env_key()
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the service key file {path} ({exc.strerror})",
+            "set LABKIT_AICORE_SERVICE_KEY_FILE to the JSON file BTP gave you",
+        ) from None
+
+
+def _sdk_env_key() -> ServiceKey:
+    """The SDK's own sources: AICORE_CLIENT_ID/... variables, ~/.aicore/config.json, VCAP_SERVICES."""
+    from ai_core_sdk.credentials import fetch_credentials
+
+    try:
+        creds = fetch_credentials()
+    except (ValueError, KeyError, FileNotFoundError):
+        raise ConfigError(
+            "no AI Core service key found",
+            "set AICORE_SERVICE_KEY to the service key JSON (or LABKIT_AICORE_SERVICE_KEY_FILE to "
+            "its file), or the SDK's AICORE_CLIENT_ID, AICORE_CLIENT_SECRET, AICORE_AUTH_URL and "
+            "AICORE_BASE_URL",
+        ) from None
+    cert, key = creds.get("cert_str"), creds.get("key_str")
+    with contextlib.suppress(OSError):
+        if creds.get("cert_file_path") and creds.get("key_file_path"):
+            cert = Path(creds["cert_file_path"]).read_text()
+            key = Path(creds["key_file_path"]).read_text()
+    data = {
+        "clientid": creds["client_id"],
+        "clientsecret": creds.get("client_secret"),
+        "certificate": cert,
+        "key": key,
+        "url": creds["auth_url"],
+        "serviceurls": {"AI_API_URL": creds["base_url"]},
+    }
+    return parse_service_key(data, "the AICORE_* variables")
+
+
+# --- token ---------------------------------------------------------------------------------------
+
+
+class _Token:
+    """OAuth client-credentials token for the SDK's ``token_creator``: cached, refreshed early,
+    fetched with timeouts (the SDK's own authenticator posts without one, so a silent token
+    endpoint would hang the lab) and with one-line errors."""
+
+    def __init__(self, key: ServiceKey, *, local: bool) -> None:
+        self._key = key
+        self._local = local
+        self._value: SecretStr | None = None
+        self._expires = 0.0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<token for {self._key.client_id} from {self._key.auth_url}>"
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._value is None or time.time() > self._expires:
+                self._fetch()
+            assert self._value is not None
+            return "Bearer " + self._value.get_secret_value()
+
+    def _fetch(self) -> None:
+        import requests
+
+        key = self._key
+        data = {"grant_type": "client_credentials", "client_id": key.client_id}
+        try:
+            if key.client_secret is not None:
+                data["client_secret"] = key.client_secret.get_secret_value()
+                answer = requests.post(key.auth_url, data=data, timeout=_HTTP_TIMEOUT)
+            else:
+                answer = self._post_x509(data)
+        except requests.RequestException as exc:
+            raise _unreachable(
+                key.auth_url, exc, local=self._local, what="token endpoint"
+            ) from None
+        if answer.status_code in (400, 401, 403):
+            raise AICoreError(
+                f"the token endpoint {key.auth_url} refused the client id and "
+                f"{'secret' if key.client_secret is not None else 'certificate'} "
+                f"of {key.origin} ({answer.status_code})",
+                "start the local services again (`labkit local up` writes a fresh key)"
+                if self._local
+                else "use a current service key of the AI Core instance (BTP cockpit > instance > "
+                "Service Keys)",
+            )
+        if answer.status_code // 100 != 2:
+            raise AICoreError(
+                f"the token endpoint {key.auth_url} answered {answer.status_code}: "
+                f"{_short(answer.text)}",
+                "try again later; if it persists, check the service key's url",
+            )
+        try:
+            payload = answer.json()
+            token = str(payload["access_token"])
+            lifetime = float(payload.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError):
+            raise AICoreError(
+                f"the token endpoint {key.auth_url} answered without an access token",
+                "check that the service key's url is the XSUAA of the AI Core instance",
+            ) from None
+        register_secret(token)
+        self._value = SecretStr(token)
+        # Refresh well before expiry: a poll loop must never send a token about to lapse.
+        self._expires = time.time() + max(30.0, min(lifetime * 0.8, lifetime - 300.0))
+
+    def _post_x509(self, data: dict[str, str]) -> Any:
+        import requests
+
+        assert self._key.certificate is not None and self._key.key is not None
+        with tempfile.TemporaryDirectory(prefix="labkit-x509-") as folder:
+            paths = []
+            for name, value in (("cert.pem", self._key.certificate), ("key.pem", self._key.key)):
+                path = Path(folder) / name
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(value.get_secret_value().replace("\\n", "\n"))
+                paths.append(str(path))
+            return requests.post(
+                self._key.auth_url, data=data, cert=(paths[0], paths[1]), timeout=_HTTP_TIMEOUT
+            )
+
+
+def _unreachable(url: str, exc: BaseException, *, local: bool, what: str) -> LabError:
+    reason = type(exc).__name__
+    if local:
+        return ServiceError(
+            f"the local AI Core's {what} {url} is unreachable ({reason})",
+            "start the local services with `labkit local up`",
+        )
+    return AICoreError(
+        f"AI Core's {what} {url} is unreachable ({reason})",
+        "check the network and the service key's url / serviceurls.AI_API_URL",
+    )
