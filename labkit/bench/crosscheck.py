@@ -106,39 +106,9 @@ def vllm_bench_serve(
     data = workload.to_sharegpt(out_dir / "vllm-bench-workload.json", load_tokenizer(tokenizer))
     result_file = out_dir / f"vllm-bench-serve-c{concurrency}.json"
     result_file.unlink(missing_ok=True)
-    headers = target.headers()
-    env = {**os.environ, **worker_env()}
-    env.pop("OPENAI_API_KEY", None)
-    args = [
-        "--backend", "openai", "--base-url", target.base_url, "--endpoint", "/v1/completions",
-        "--model", str(tokenizer), "--served-model-name", target.model,
-        "--tokenizer", str(tokenizer),
-        "--dataset-name", "sharegpt", "--dataset-path", str(data), "--disable-shuffle",
-        "--num-prompts", str(len(workload)), "--max-concurrency", str(concurrency),
-        "--ignore-eos", "--temperature", str(TEMPERATURE), "--top-p", "1.0",
-        "--seed", str(workload.seed), "--disable-tqdm",
-        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
-        "--save-result", "--result-dir", str(out_dir), "--result-filename", result_file.name,
-    ]  # fmt: skip
-    extra = []
-    for key, value in headers.items():
-        if key.lower() == "authorization" and value.lower().startswith("bearer "):
-            # vLLM's client sends OPENAI_API_KEY as the bearer token: the token stays out of argv.
-            env["OPENAI_API_KEY"] = value.split(" ", 1)[1]
-        else:
-            extra.append(f"{key}={value}")
-    if extra:
-        args += ["--header", *extra]
-    if _is_loopback(target.base_url):
-        for name in (
-            "http_proxy",
-            "https_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "all_proxy",
-            "ALL_PROXY",
-        ):
-            env.pop(name, None)
+    env, header_args = _client_env(target)
+    args = _serve_args(target, workload, concurrency, tokenizer, data, result_file)
+    args += header_args
     shown = ["vllm", "bench", "serve", *args]
     log = out_dir / "vllm-bench-serve.log"
     try:
@@ -163,13 +133,64 @@ def vllm_bench_serve(
             reason=f"exit code {proc.returncode}: {tail[0][:300]} (log: {log})",
         )  # fmt: skip
     raw = json.loads(result_file.read_text())
-    keep = (
-        "completed", "failed", "duration", "total_input_tokens", "total_output_tokens",
-        "request_throughput", "output_throughput", "total_token_throughput",
-        "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_itl_ms", "median_itl_ms",
-        "p99_itl_ms", "mean_tpot_ms", "median_tpot_ms", "median_e2el_ms", "p99_e2el_ms",
-    )  # fmt: skip
-    theirs = {k: raw[k] for k in keep if k in raw}
+    theirs = {k: raw[k] for k in _KEEP if k in raw}
     return CrossCheck(
         concurrency, True, theirs=theirs, ours=ours.summary() if ours else {}, command=shown
     )
+
+
+# The figures of vLLM's result file that the cross-check keeps.
+_KEEP = (
+    "completed", "failed", "duration", "total_input_tokens", "total_output_tokens",
+    "request_throughput", "output_throughput", "total_token_throughput",
+    "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_itl_ms", "median_itl_ms",
+    "p99_itl_ms", "mean_tpot_ms", "median_tpot_ms", "median_e2el_ms", "p99_e2el_ms",
+)  # fmt: skip
+
+
+def _serve_args(
+    target: Target,
+    workload: Workload,
+    concurrency: int,
+    tokenizer: str | Path,
+    data: Path,
+    result_file: Path,
+) -> list[str]:
+    """``vllm bench serve``'s arguments: our workload, in order, at our concurrency."""
+    return [
+        "--backend", "openai", "--base-url", target.base_url, "--endpoint", "/v1/completions",
+        "--model", str(tokenizer), "--served-model-name", target.model,
+        "--tokenizer", str(tokenizer),
+        "--dataset-name", "sharegpt", "--dataset-path", str(data), "--disable-shuffle",
+        "--num-prompts", str(len(workload)), "--max-concurrency", str(concurrency),
+        "--ignore-eos", "--temperature", str(TEMPERATURE), "--top-p", "1.0",
+        "--seed", str(workload.seed), "--disable-tqdm",
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
+        "--save-result", "--result-dir", str(result_file.parent),
+        "--result-filename", result_file.name,
+    ]  # fmt: skip
+
+
+def _client_env(target: Target) -> tuple[dict[str, str], list[str]]:
+    """The client's environment and its ``--header`` arguments (the target's headers)."""
+    headers = target.headers()
+    env = {**os.environ, **worker_env()}
+    env.pop("OPENAI_API_KEY", None)
+    extra = []
+    for key, value in headers.items():
+        if key.lower() == "authorization" and value.lower().startswith("bearer "):
+            # vLLM's client sends OPENAI_API_KEY as the bearer token: the token stays out of argv.
+            env["OPENAI_API_KEY"] = value.split(" ", 1)[1]
+        else:
+            extra.append(f"{key}={value}")
+    if _is_loopback(target.base_url):
+        for name in (
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ):
+            env.pop(name, None)
+    return env, (["--header", *extra] if extra else [])
