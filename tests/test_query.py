@@ -7,8 +7,6 @@ import base64
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +22,7 @@ from labkit import query
 from labkit.config import DEFAULT_MODEL_ID
 from labkit.errors import LabError, StepError
 from labkit.state import State
+from labkit.util import net, procs
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = ROOT / "runtime" / "entrypoint.py"
@@ -67,29 +66,10 @@ class Provider:
         return f"Bearer {token}"  # as SAP's SDK and labkit.aicore return it
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture(scope="module")
 def server(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The lab's runtime serving the default model, eager, with API keys TOKEN_A and TOKEN_B."""
-    port = _free_port()
+    port = net.free_port()
     scratch = Path(tempfile.mkdtemp(prefix="q-", dir="/tmp"))  # short IPC socket paths
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {
@@ -126,7 +106,7 @@ def server(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             time.sleep(1)
         yield base
     finally:
-        _stop(proc)
+        procs.stop_group(proc.pid, proc=proc)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -333,7 +313,7 @@ def test_a_bad_base_url_is_one_line() -> None:
         with pytest.raises(query.QueryError) as exc:
             query.Client(url)
         assert_one_line(exc.value, "not an http(s) URL")
-    with query.Client(f"http://127.0.0.1:{_free_port()}", max_retries=0) as c:
+    with query.Client(f"http://127.0.0.1:{net.free_port()}", max_retries=0) as c:
         for call in (c.models, lambda: c.generate(PROMPT), c.metrics):
             with pytest.raises(query.QueryError) as exc:
                 call()

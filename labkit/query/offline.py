@@ -1,0 +1,133 @@
+"""Offline batch inference: ``vllm.LLM`` on the downloaded snapshot, in a child process
+(``python -m labkit.query offline JOB OUT``) so the caller stays light and the engine's memory
+is freed when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from labkit.engine import engine_env, start_engine, stop_engine
+from labkit.query.common import OFFLINE_TIMEOUT_S, SAMPLE_PROMPTS, QueryError
+from labkit.query.results import OfflineBatch
+
+# --- offline batch inference ---------------------------------------------------------------------
+
+
+def offline_batch(
+    model_dir: str | Path,
+    prompts: Sequence[str] = SAMPLE_PROMPTS,
+    *,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    chat: bool = True,
+    max_model_len: int = 2048,
+    enforce_eager: bool = True,
+    kv_cache_gib: float = 1.0,
+    timeout: float = OFFLINE_TIMEOUT_S,
+    log: Path | None = None,
+) -> OfflineBatch:
+    """Answer ``prompts`` with ``vllm.LLM`` on a local model folder, in a child process.
+
+    The child loads the engine, generates, writes the result and exits, so its memory is freed
+    and the notebook kernel never imports vLLM. On CPU the KV cache is ``kv_cache_gib`` GiB
+    (VLLM_CPU_KVCACHE_SPACE) and the model runs eager (compiled CPU runs give wrong answers here).
+    """
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise QueryError(
+            f"{folder} is not a model folder (no config.json)",
+            "pass the snapshot_dir the download step recorded (state key 'download')",
+        )
+    job = {
+        "model": str(folder),
+        "prompts": list(prompts),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "chat": chat,
+        "max_model_len": max_model_len,
+        "enforce_eager": enforce_eager,
+    }
+    env = {**os.environ, **engine_env(kv_cache_gib, quiet=False)}
+    with tempfile.TemporaryDirectory(prefix="labkit-offline-") as scratch:
+        job_file, out_file = Path(scratch) / "job.json", Path(scratch) / "result.json"
+        job_file.write_text(json.dumps(job))
+        log_path = log or Path(scratch) / "offline.log"
+        # A short TMPDIR keeps vLLM's IPC socket paths under the 107-byte limit.
+        env["TMPDIR"] = scratch
+        argv = ["-m", "labkit.query", "offline", str(job_file), str(out_file)]
+        code = _run_child(argv, env, log_path, timeout)
+        text = log_path.read_text(errors="replace")
+        if code != 0 or not out_file.is_file():
+            last = [line for line in text.splitlines() if line.strip()][-1:] or ["no output"]
+            raise QueryError(
+                f"offline batch with vllm.LLM failed (exit {code}: {last[0][:200]})",
+                "see the log" + (f" {log_path}" if log else "; pass log=PATH to keep it"),
+            )
+        result = json.loads(out_file.read_text())
+    return OfflineBatch(log=str(log or ""), **result)
+
+
+def _run_child(argv: list[str], env: dict[str, str], log_path: Path, timeout: float) -> int:
+    """Run the child to its end (its exit code); past ``timeout``, stop it and say so."""
+    proc = start_engine(argv, log=log_path, env=env, append=False)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_engine(proc)
+        raise QueryError(
+            f"offline batch did not finish within {timeout:.0f} s",
+            f"fewer prompts or tokens, or a larger timeout (log: {log_path})",
+        ) from None
+    except BaseException:
+        stop_engine(proc)
+        raise
+
+
+def _offline_main(job_file: str, out_file: str) -> int:
+    """The child process of ``offline_batch``: load vllm.LLM, generate, write the result."""
+    job = json.loads(Path(job_file).read_text())
+    from vllm import LLM, SamplingParams
+
+    started = time.perf_counter()
+    llm = LLM(
+        model=job["model"],
+        enforce_eager=job["enforce_eager"],
+        max_model_len=job["max_model_len"],
+    )
+    load_s = time.perf_counter() - started
+    params = SamplingParams(temperature=job["temperature"], max_tokens=job["max_tokens"])
+    started = time.perf_counter()
+    if job["chat"]:
+        conversations = [[{"role": "user", "content": p}] for p in job["prompts"]]
+        outputs = llm.chat(conversations, params, use_tqdm=False)
+    else:
+        outputs = llm.generate(job["prompts"], params, use_tqdm=False)
+    seconds = time.perf_counter() - started
+    result = {
+        "model": job["model"],
+        "prompts": job["prompts"],
+        "texts": [o.outputs[0].text for o in outputs],
+        "load_s": load_s,
+        "seconds": seconds,
+        "prompt_tokens": sum(len(o.prompt_token_ids or []) for o in outputs),
+        "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+    }
+    Path(out_file).write_text(json.dumps(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m labkit.query offline JOB OUT``: the offline batch's child process."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 3 and args[0] == "offline":
+        return _offline_main(args[1], args[2])
+    print("usage: python -m labkit.query offline JOB.json OUT.json", file=sys.stderr)
+    return 2
