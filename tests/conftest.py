@@ -20,6 +20,14 @@ def default_model() -> Path:
     return ensure_default_model(load_config().local_model_dir, progress=False)
 
 
+@pytest.fixture(scope="session")
+def tokenizer(default_model: Path):
+    """The default model's tokenizer (what the benchmark's workload counts tokens with)."""
+    from labkit import bench
+
+    return bench.load_tokenizer(default_model)
+
+
 @pytest.fixture
 def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty lab dir for one test; returns it."""

@@ -12,12 +12,6 @@ from labkit import bench
 from labkit.errors import ServiceError, StepError
 from labkit.state import State
 
-
-@pytest.fixture(scope="module")
-def tokenizer(default_model: Path):
-    return bench.load_tokenizer(default_model)
-
-
 # --- workers and the lab's targets -------------------------------------------------------------
 
 

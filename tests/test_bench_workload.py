@@ -92,11 +92,6 @@ def test_sampling_refuses_what_cannot_work() -> None:
     assert "max_prompt_tokens" in str(exc.value)
 
 
-@pytest.fixture(scope="module")
-def tokenizer(default_model: Path):
-    return bench.load_tokenizer(default_model)
-
-
 def test_workload_with_the_models_tokenizer_is_deterministic_and_within_limits(tokenizer) -> None:
     a = bench.sample_workload(tokenizer, 150, seed=3)
     b = bench.sample_workload(tokenizer, 150, seed=3)
