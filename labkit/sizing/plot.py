@@ -16,14 +16,8 @@ _COLOURS = {
 }
 
 
-def plot_budget(report: SizingReport, ax: Any = None, *, all_plans: bool = False) -> Any:
-    """Stacked bars of where each GPU's memory goes (or each plan's); returns the Axes."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(
-            figsize=(max(4.0, 1.0 + 0.8 * (len(report.plans) if all_plans else report.gpus)), 4.0)
-        )
+def _bars(report: SizingReport, all_plans: bool) -> list[tuple[str, Budget | None, bool]]:
+    """One bar per plan, or the RAM of a CPU pod, or each GPU (those beyond tp idle)."""
     bars: list[tuple[str, Budget | None, bool]] = []
     if all_plans:
         bars = [(p.name, p.budget, p.fits) for p in report.plans]
@@ -43,6 +37,18 @@ def plot_budget(report: SizingReport, ax: Any = None, *, all_plans: bool = False
                 report.budget.total_bytes,
             )
             bars.append((f"GPU {i}", report.budget if used else idle, report.fits))
+    return bars
+
+
+def plot_budget(report: SizingReport, ax: Any = None, *, all_plans: bool = False) -> Any:
+    """Stacked bars of where each GPU's memory goes (or each plan's); returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(
+            figsize=(max(4.0, 1.0 + 0.8 * (len(report.plans) if all_plans else report.gpus)), 4.0)
+        )
+    bars = _bars(report, all_plans)
     labels = [name for name, _, _ in bars]
     for x, (_, b, fits) in enumerate(bars):
         if b is None:
