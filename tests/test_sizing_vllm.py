@@ -3,7 +3,6 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +10,8 @@ import threading
 import pytest
 
 from labkit import sizing
+from labkit.util import procs
+from labkit.util.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -19,12 +20,6 @@ KV_LINE = re.compile(
     r"Maximum concurrency for (?P<len>[\d,]+) tokens per request: (?P<conc>[\d.]+)x"
 )
 START_TIMEOUT_S = 600
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _vllm_kv_line(model_dir, max_model_len: int, kv_space_gib: int) -> re.Match:
@@ -40,13 +35,15 @@ def _vllm_kv_line(model_dir, max_model_len: int, kv_space_gib: int) -> re.Match:
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--enforce-eager",
         "--max-model-len", str(max_model_len),
-        "--host", "127.0.0.1", "--port", str(_free_port()),
+        "--host", "127.0.0.1", "--port", str(free_port()),
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         start_new_session=True,
     )  # fmt: skip
-    watchdog = threading.Timer(START_TIMEOUT_S, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog = threading.Timer(
+        START_TIMEOUT_S, lambda: procs.signal_group(proc.pid, signal.SIGKILL)
+    )
     watchdog.start()
     log: list[str] = []
     try:
@@ -57,13 +54,7 @@ def _vllm_kv_line(model_dir, max_model_len: int, kv_space_gib: int) -> re.Match:
         pytest.fail("vLLM exited without logging its KV cache size:\n" + "".join(log[-40:]))
     finally:
         watchdog.cancel()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        procs.stop_group(proc.pid, grace=60, proc=proc)
 
 
 def test_sizing_predicts_the_kv_cache_vllm_logs(default_model):
