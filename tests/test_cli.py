@@ -1,4 +1,4 @@
-"""The CLI contract (DESIGN.md): --json prints one object; user errors are one line, exit non-zero."""
+"""The CLI contract (docs/architecture.md): --json prints one object; user errors are one line, exit non-zero."""
 
 import json
 import os

@@ -4,7 +4,7 @@ One module per command group (``size``, ``download``, ``upload``, ``image``, ``d
 ``template``, ``run``, ``env``), each adding its subparsers; ``app`` assembles them into
 ``build_parser()`` and runs them in ``main()`` (the ``labkit`` console script).
 
-Contract (DESIGN.md): with --json a command prints one JSON object on stdout; a user error
+Contract (docs/architecture.md): with --json a command prints one JSON object on stdout; a user error
 exits non-zero with one line on stderr (a traceback only with --debug).
 """
 

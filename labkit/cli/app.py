@@ -1,6 +1,6 @@
 """The `labkit` command: the parser assembled from the command groups, and the entry point.
 
-Contract (DESIGN.md): with --json a command prints one JSON object on stdout; a user error
+Contract (docs/architecture.md): with --json a command prints one JSON object on stdout; a user error
 exits non-zero with one line on stderr (a traceback only with --debug).
 """
 

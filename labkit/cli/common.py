@@ -1,6 +1,6 @@
 """What every `labkit` command shares: the common options, the output contract, secret files.
 
-Contract (DESIGN.md): with --json a command prints one JSON object on stdout; a user error
+Contract (docs/architecture.md): with --json a command prints one JSON object on stdout; a user error
 exits non-zero with one line on stderr (a traceback only with --debug).
 """
 
