@@ -31,6 +31,7 @@ from labkit.storage import (
     validate_bucket,
     validate_key,
 )
+from labkit.util import net
 
 REPO_ID = "org/tiny-1B-Instruct"
 REVISION = "a" * 40
@@ -153,7 +154,7 @@ def test_part_size_respects_s3_limits() -> None:
 def test_parts_regroups_a_stream_exactly() -> None:
     data = os.urandom(3 * 1000 + 17)
     chunks = [data[i : i + 333] for i in range(0, len(data), 333)]
-    parts = list(storage._parts(iter(chunks), 1000))
+    parts = list(storage.source._parts(iter(chunks), 1000))
     assert [len(p) for p in parts] == [1000, 1000, 1000, 17]
     assert b"".join(parts) == data
 
@@ -171,17 +172,17 @@ def test_resolve_snapshot(tmp_path: Path) -> None:
 
 
 def test_record_keeps_whole_lines_only(tmp_path: Path) -> None:
-    rec = storage._Record.create(
+    rec = storage.records._Record.create(
         tmp_path / "r.jsonl", {"upload_id": "u", "part_size": 5, "key": "k"}
     )
     rec.add(1, '"e1"', 5, "c1")
     rec.add(2, '"e2"', 5, "c2")
     with open(rec.path, "a") as fh:
         fh.write('{"part": 3, "etag": "e3", "si')  # a torn line
-    again = storage._Record.load(rec.path)
+    again = storage.records._Record.load(rec.path)
     assert again is not None and sorted(again.parts) == [1, 2]
     again.drop({1})
-    assert sorted(storage._Record.load(rec.path).parts) == [2]
+    assert sorted(storage.records._Record.load(rec.path).parts) == [2]
 
 
 def test_config_s3_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -455,13 +456,13 @@ def test_a_tar_that_differs_from_its_manifest_is_not_completed(
     with pytest.raises(StorageError, match="sha256"):
         storage.upload_tarball(store, tar, family="corrupt", part_size=5 * MiB, progress=False)
     key = object_key(REPO_ID, REVISION, family="corrupt")
-    assert storage._head(store, key) is None
+    assert storage.client._head(store, key) is None
     assert not [u for u in storage.list_stale_uploads(store) if u.key == key]
 
 
 THROTTLED = """
 import sys, time
-import labkit.storage as s
+import labkit.storage.multipart as s
 put = s._put_part
 def slow(*args, **kwargs):
     time.sleep(0.25)  # so that the test can kill the upload between parts
@@ -615,12 +616,6 @@ def test_cli_upload_json_and_streaming(bucket: str, lab: Path, tmp_path: Path) -
     assert body["pathPrefix"] == "models" and body["name"] == "team-s3"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def denying_s3(local_s3, tmp_path_factory: pytest.TempPathFactory):
     """A second moto that checks credentials, with a bucket and a user that has no policy."""
@@ -628,7 +623,7 @@ def denying_s3(local_s3, tmp_path_factory: pytest.TempPathFactory):
 
     from labkit.local import s3
 
-    port = _free_port()
+    port = net.free_port()
     run_dir = tmp_path_factory.mktemp("moto-auth")
     daemon = s3._daemon(local_s3)
     daemon.name, daemon.run_dir, daemon.cwd = "s3-auth", run_dir, run_dir
@@ -688,7 +683,7 @@ def test_user_errors_are_one_line(
     other = make_tar(tmp_path / "o", os.urandom(6 * MiB))
     assert labkit("upload", str(tar), "--bucket", bucket, "--family", "errors").returncode == 0
     endpoint = f"http://127.0.0.1:{local_s3.s3_port}"
-    nowhere = f"http://127.0.0.1:{_free_port()}"
+    nowhere = f"http://127.0.0.1:{net.free_port()}"
     cases: dict[str, tuple[list[str], dict[str, str | None]]] = {
         "no S3 credentials found": (
             ["--profile", "aicore", "--bucket", bucket],
@@ -725,16 +720,16 @@ def test_a_vanished_upload_starts_afresh_and_a_live_one_is_left_alone(
     key = object_key(REPO_ID, REVISION, family="vanished")
     header = {"endpoint": store.endpoint, "bucket": bucket, "key": key, "sha256": sha,
               "part_size": 5 * MiB, "host": socket.gethostname()}  # fmt: skip
-    path = storage._Record.path_for(store, key, sha)
+    path = storage.records._Record.path_for(store, key, sha)
 
     # Another live process on this machine owns the record: refuse, touch nothing.
-    storage._Record.create(path, {**header, "upload_id": "x", "pid": os.getppid()})
+    storage.records._Record.create(path, {**header, "upload_id": "x", "pid": os.getppid()})
     with pytest.raises(StorageError, match=rf"another labkit process \(pid {os.getppid()}\)"):
         storage.upload_tarball(store, tar, family="vanished", part_size=5 * MiB, progress=False)
 
     # Its process is gone and the store no longer knows the upload (aborted, expired by a
     # lifecycle rule, or moto restarted): start afresh.
-    rec = storage._Record.create(path, {**header, "upload_id": "gone", "pid": 2**22 + 1})
+    rec = storage.records._Record.create(path, {**header, "upload_id": "gone", "pid": 2**22 + 1})
     rec.add(1, '"0123"', 5 * MiB, "c2hh")
     result = storage.upload_tarball(
         store, tar, family="vanished", part_size=5 * MiB, progress=False
