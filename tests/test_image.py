@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from labkit.config import load_config
 from labkit.errors import ServiceError
 from labkit.image import ImageError, ImageRef
 from labkit.local import registry as local_registry
+from labkit.util import net
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "runtime" / "Dockerfile"
@@ -46,12 +46,6 @@ def labkit(*args: str, input: str | None = None, env: dict | None = None):
         input=input,
         env={**os.environ, **(env or {})},
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_tag_format_and_parse_round_trip() -> None:
@@ -178,7 +172,7 @@ class _FakeRegistry(BaseHTTPRequestHandler):
         self.requests.append((self.path, auth))
         host = self.headers["Host"]
         if self.path.startswith("/token"):
-            expected = "Basic " + image._basic(self.user, SecretStr(PASSWORD))
+            expected = "Basic " + image.registry._basic(self.user, SecretStr(PASSWORD))
             if auth == expected or (self.anonymous_pull and not auth):
                 return self._send(200, {"token": "tok"})
             return self._send(401, {"errors": [{"code": "UNAUTHORIZED"}]})
@@ -237,7 +231,7 @@ def test_registry_errors_name_the_fix_and_never_the_password(fake_registry: str)
     _FakeRegistry.anonymous_pull = True
     assert "v261126-05" in image.list_tags(fake_registry, "team")
     with pytest.raises(ImageError, match="cannot reach registry"):
-        image.list_tags(f"127.0.0.1:{_free_port()}", "team")
+        image.list_tags(f"127.0.0.1:{net.free_port()}", "team")
 
 
 def test_cli_next_tag_prints_the_tag_and_json(fake_registry: str) -> None:
@@ -401,7 +395,7 @@ def test_the_image_cache_is_one_per_machine(tmp_path: Path, monkeypatch) -> None
 
 
 def test_no_builder_says_what_to_install(monkeypatch) -> None:
-    monkeypatch.setattr(image.shutil, "which", lambda name, path=None: None)
+    monkeypatch.setattr(image.builder.shutil, "which", lambda name, path=None: None)
     with pytest.raises(ServiceError, match="apt-get install buildah"):
         image.find_builder(load_config(image_builder="auto"))
     with pytest.raises(ServiceError, match="apt-get install podman"):
@@ -414,7 +408,7 @@ def test_registry_service_without_the_package_is_reported_not_fatal(
     tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(local_registry, "program", lambda: None)
-    cfg = load_config(local_dir=tmp_path / "local", registry_port=_free_port())
+    cfg = load_config(local_dir=tmp_path / "local", registry_port=net.free_port())
     local_registry.up(cfg, progress=False)  # no error: the rest of the lab comes up
     status = local_registry.status(cfg)
     assert not status.healthy
@@ -561,7 +555,7 @@ def test_cpu_image_serves_the_default_model_from_a_read_only_models_dir(
     models = tmp_path / "models"
     models.mkdir()
     os.link(default_tarball.path, models / default_tarball.path.name)
-    port = _free_port()
+    port = net.free_port()
     log = tmp_path / "container.log"
     result = image.smoke_test(
         cfg,
