@@ -9,10 +9,11 @@ The CPU variant starts from a Debian base made here with debootstrap (no registr
 as a tarball and as an image under ``<local_dir>/image``; buildah and podman keep their layers
 there too, so a second build reuses them.
 
-Modules: ``tags`` (tag rules and references), ``registry`` (the registry API, login and AI Core's
-secret), ``lint`` (hadolint), ``builder`` (which builder, its command lines, running tools),
-``base`` (the CPU base image), ``build`` (build args and the build), ``push`` (push and inspect),
-``plan`` (step 04's plan), ``run`` (running the image locally: the smoke test).
+Modules: ``tags`` (tag rules and references), ``registry`` (the registry API, login and AI
+Core's secret), ``hadolint`` (the Dockerfile linted), ``builder`` (which builder, its command
+lines, running tools), ``base`` (the CPU base image), ``building`` (build args and the build),
+``remote`` (push, and what the registry holds), ``plan`` (step 04's plan), ``run`` (running the
+image locally: the smoke test).
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ from labkit.image.base import (
     cpu_base_ref,
     ensure_cpu_base,
 )
-from labkit.image.build import (
+from labkit.image.builder import (
+    BUILDERS,
+    Builder,
+    OnLine,
+    available_builder,
+    capture,
+    find_builder,
+    image_dir,
+    image_exists,
+)
+from labkit.image.building import (
     DEFAULT_CA_BUNDLE,
     BuildProgress,
     Image,
@@ -42,19 +53,8 @@ from labkit.image.build import (
     uv_cache_dir,
     wheels_dir,
 )
-from labkit.image.builder import (
-    BUILDERS,
-    Builder,
-    OnLine,
-    available_builder,
-    capture,
-    find_builder,
-    image_dir,
-    image_exists,
-)
-from labkit.image.lint import LintFinding, LintReport, hadolint_exe, lint
+from labkit.image.hadolint import LintFinding, LintReport, hadolint_exe, lint
 from labkit.image.plan import BuildPlan, build_and_push, plan_build
-from labkit.image.push import RemoteImage, inspect, push, skopeo_exe
 from labkit.image.registry import (
     MASK,
     DockerRegistrySecret,
@@ -65,6 +65,7 @@ from labkit.image.registry import (
     registry_address,
     registry_secret,
 )
+from labkit.image.remote import RemoteImage, inspect, push, skopeo_exe
 from labkit.image.run import (
     Container,
     SmokeResult,

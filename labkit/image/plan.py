@@ -8,10 +8,10 @@ from typing import Any
 
 from labkit.config import Config
 from labkit.errors import ServiceError
-from labkit.image.build import Image, Variant, build, default_variant
 from labkit.image.builder import Builder, OnLine, find_builder
-from labkit.image.push import push
+from labkit.image.building import Image, Variant, build, default_variant
 from labkit.image.registry import credentials, list_tags, registry_address
+from labkit.image.remote import push
 from labkit.image.tags import ImageError, ImageRef, check_repository, next_tag
 
 

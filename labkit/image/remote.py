@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from labkit.config import Config
 from labkit.errors import ServiceError
-from labkit.image.build import Image
 from labkit.image.builder import _BUILD_TIMEOUT_S, Builder, OnLine, _run, capture, find_builder
+from labkit.image.building import Image
 from labkit.image.registry import _auth_dir, credentials
 from labkit.image.tags import ImageError, ImageRef, is_loopback
 
