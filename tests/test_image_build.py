@@ -27,7 +27,6 @@ from labkit.util import net
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "runtime" / "Dockerfile"
-PASSWORD = "s3cr3t-never-printed-0123"
 DAY = date(2026, 11, 26)
 
 
