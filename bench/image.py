@@ -10,11 +10,8 @@ model's tarball from the local Hub), same flags (--enforce-eager, --max-model-le
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,16 +23,11 @@ from pathlib import Path
 from labkit import hub, image, package
 from labkit.config import load_config
 from labkit.local import registry as local_registry
+from labkit.util import net, procs
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = "vllm.entrypoints.openai.api_server"
 FLAGS = ["--enforce-eager", "--max-model-len", "2048"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _healthy(port: int) -> bool:
@@ -58,13 +50,7 @@ def _wait_health(port: int, proc: subprocess.Popen, log: Path, limit: float = 60
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    procs.stop_group(proc.pid, grace=60, proc=proc)
     time.sleep(1)  # let the engine's children go before the next start
 
 
@@ -171,7 +157,7 @@ def bench_startup(cfg, args, scratch: Path, reference: str) -> None:
         "vllm serve by hand": [],
     }
     for r in range(args.rounds):
-        port = _free_port()
+        port = net.free_port()
         log = scratch / f"container-{r}.log"
         container = image.start_container(
             builder,
@@ -192,7 +178,7 @@ def bench_startup(cfg, args, scratch: Path, reference: str) -> None:
             container.stop()
         time.sleep(1)
 
-        port = _free_port()
+        port = net.free_port()
         tmp = Path(tempfile.mkdtemp(prefix="ep-", dir="/tmp"))
         env = {**base_env, "MODELS_DIR": str(models), "UNPACK_DIR": str(tmp / "unpacked"), "TMPDIR": str(tmp),
                "MODEL_ID": cfg.model_id, "PORT": str(port), "HOST": "127.0.0.1", "ARG": " ".join(FLAGS)}  # fmt: skip
@@ -208,7 +194,7 @@ def bench_startup(cfg, args, scratch: Path, reference: str) -> None:
             _stop(proc)
             shutil.rmtree(tmp, ignore_errors=True)
 
-        port = _free_port()
+        port = net.free_port()
         log = scratch / f"vllm-{r}.log"
         with open(log, "wb") as fh:
             proc = subprocess.Popen(

@@ -293,7 +293,7 @@ def test_interrupted_write_leaves_nothing(
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    real = package._write_all
+    real = package.writer._write_all
     calls = {"n": 0}
 
     def failing(sink: object, data: bytes) -> None:
@@ -302,7 +302,7 @@ def test_interrupted_write_leaves_nothing(
             raise KeyboardInterrupt  # the worst case: not even an Exception
         real(sink, data)
 
-    monkeypatch.setattr(package, "_write_all", failing)
+    monkeypatch.setattr(package.writer, "_write_all", failing)
     with pytest.raises(KeyboardInterrupt):
         write_tarball(
             cache,
