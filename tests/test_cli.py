@@ -1,12 +1,10 @@
 """The CLI contract (docs/architecture.md): --json prints one object; user errors are one line, exit non-zero."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from labkit_cli import labkit
 
 from labkit.cli import build_parser
 
@@ -19,12 +17,6 @@ LLAMA_8B = {
 CONTRACT = {"weights_bytes", "kv_bytes_per_token", "kv_cache_tokens", "kv_cache_blocks",
             "max_concurrency", "tensor_parallel_size", "fits", "reasons", "vllm_args"}  # fmt: skip
 SECRET = "hf_never_printed_0123456789"
-
-
-def labkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("labkit")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})  # fmt: skip
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ labkit.image.registry)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import date
@@ -16,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from labkit_cli import labkit
 from pydantic import SecretStr
 
 from labkit import image
@@ -27,18 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "runtime" / "Dockerfile"
 PASSWORD = "s3cr3t-never-printed-0123"
 DAY = date(2026, 11, 26)
-
-
-def labkit(*args: str, input: str | None = None, env: dict | None = None):
-    exe = Path(sys.executable).with_name("labkit")
-    return subprocess.run(
-        [str(exe), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=input,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_tag_format_and_parse_round_trip() -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -17,6 +16,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from labkit_cli import labkit
 
 from labkit import image
 from labkit.config import load_config
@@ -28,18 +28,6 @@ from labkit.util import net
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "runtime" / "Dockerfile"
 DAY = date(2026, 11, 26)
-
-
-def labkit(*args: str, input: str | None = None, env: dict | None = None):
-    exe = Path(sys.executable).with_name("labkit")
-    return subprocess.run(
-        [str(exe), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=input,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_hadolint_reports_findings_on_a_bad_dockerfile(tmp_path: Path) -> None:

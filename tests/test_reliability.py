@@ -1,31 +1,19 @@
 """The reliability suite: bad input and stopped services give one line that says what to do, with
 no traceback and nothing recorded as done. (Killed downloads, uploads and unpacks that resume are
-in test_download, test_storage and test_runtime; the local AI Core killed in a deployment's
+in test_download, test_storage_upload and test_runtime; the local AI Core killed in a deployment's
 storage phase, and restarted, in test_local_aicore.)"""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from labkit_cli import labkit
 
 from labkit.local.hub import FIRST_COMMIT
 from labkit.util.net import free_port
 
 REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def labkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("labkit")
-    return subprocess.run(
-        [str(exe), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def one_line_error(out: subprocess.CompletedProcess, *needles: str) -> str:

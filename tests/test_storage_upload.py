@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from labkit_cli import labkit
 
 from labkit import storage
 from labkit.config import LOCAL_S3_CREDENTIALS, load_config
@@ -109,20 +110,6 @@ def open_store(bucket: str) -> storage.Store:
 
 def get_bytes(store: storage.Store, key: str) -> bytes:
     return store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
-
-
-def labkit(
-    *args: str, env: dict[str, str | None] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the CLI; ``env`` adds variables, or removes those it maps to None."""
-    full = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "labkit.cli", *args],
-        capture_output=True,
-        text=True,
-        env={k: v for k, v in full.items() if v is not None},
-        timeout=300,
-    )
 
 
 @pytest.mark.integration

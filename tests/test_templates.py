@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from labkit_cli import labkit
 
 from labkit import templates
 from labkit.templates import LintContext, TemplateError
@@ -608,11 +609,6 @@ def test_without_an_image_the_placeholder_warns_but_lints(lab_env, tmp_path):
 
 
 # --- CLI ------------------------------------------------------------------------------------------
-
-
-def labkit(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("labkit")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
