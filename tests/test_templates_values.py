@@ -1,0 +1,74 @@
+"""labkit.templates.values: configuration bindings and the values the lab state decides."""
+
+from __future__ import annotations
+
+import pytest
+from templates_common import (
+    IMAGE,
+    MODEL,
+    REQUIRED,
+    REV,
+    SHIPPED,
+    URL,
+    _lab_state,
+)
+
+from labkit import templates
+from labkit.templates import LintContext, TemplateError
+
+# --- bindings -------------------------------------------------------------------------------------
+
+
+def test_bindings_cover_declared_names_only():
+    out = templates.bindings(SHIPPED, {"revision": REV, "image": IMAGE, "minReplicas": 0},
+                             {"model": "art-1"})  # fmt: skip
+    assert out == {
+        "parameterBindings": [
+            {"key": "image", "value": IMAGE},
+            {"key": "minReplicas", "value": "0"},
+            {"key": "revision", "value": REV},
+        ],
+        "inputArtifactBindings": [{"key": "model", "artifactId": "art-1"}],
+    }
+    later = templates.bindings(SHIPPED, REQUIRED, {"model": None})
+    assert later["inputArtifactBindings"] == [{"key": "model", "artifactId": None}]
+    with pytest.raises(TemplateError, match="no parameter modelID"):
+        templates.bindings(SHIPPED, {"modelID": MODEL}, {})
+    with pytest.raises(TemplateError, match="no input artifact weights"):
+        templates.bindings(SHIPPED, {}, {"weights": "x"})
+
+
+# --- lab state ------------------------------------------------------------------------------------
+
+
+def test_lab_values_and_context_from_state(lab_env, tmp_path):
+    from labkit.config import load_config
+
+    cfg = load_config(template_repo_dir=tmp_path / "git")
+    state = _lab_state(cfg)
+    values = templates.lab_values(cfg, state, max_model_len=2048)
+    assert values.values["resourcePlan"] == "basic" and values.values["args"] == "--enforce-eager"
+    assert values.values["image"] == IMAGE and values.artifacts == {"model": URL}
+    assert values.values["maxModelLen"] == "2048" and not values.notes
+    ctx = LintContext.from_state(cfg, state, values.values, check_hub=False)
+    assert (ctx.attention_heads, ctx.model_max_len, ctx.revision) == (9, 8192, REV)
+    report = templates.lint(SHIPPED, context=ctx)
+    assert not report.errors and not report.warnings, report.to_text()
+    assert ctx.revision_exists is None
+    hub_ctx = LintContext.from_state(cfg, state, values.values)
+    assert hub_ctx.revision_exists(MODEL, REV) is True  # the verified download proves it
+
+
+def test_without_an_image_the_placeholder_warns_but_lints(lab_env, tmp_path):
+    from labkit.config import load_config
+
+    cfg = load_config(template_repo_dir=tmp_path / "git")
+    state = _lab_state(cfg, image=False)
+    values = templates.lab_values(cfg, state)
+    assert values.values["image"].endswith(f"/aicore-vllm:{templates.PLACEHOLDER_IMAGE_TAG}")
+    assert any("no image" in n for n in values.notes)
+    report = templates.lint(SHIPPED, context=LintContext.from_state(
+        cfg, state, values.values, check_hub=False))  # fmt: skip
+    assert report.ok and [f.rule for f in report.warnings] == ["image-missing"]
+    rendered = templates.render(SHIPPED, values.values, values.artifacts)
+    assert rendered.image == values.values["image"]
