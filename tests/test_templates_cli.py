@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
+from labkit_cli import labkit
 from templates_common import (
     CPU_BINDINGS,
     GOLDEN,
@@ -20,11 +18,6 @@ from templates_common import (
 from labkit import templates
 
 # --- CLI ------------------------------------------------------------------------------------------
-
-
-def labkit(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("labkit")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:

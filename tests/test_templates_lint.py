@@ -1,4 +1,4 @@
-"""labkit.templates.lint: the shipped template is clean, one failing case per lint rule, the
+"""labkit.templates.rules: the shipped template is clean, one failing case per lint rule, the
 report's shapes."""
 
 from __future__ import annotations

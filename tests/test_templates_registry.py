@@ -1,9 +1,9 @@
-"""labkit.templates.lint.registry: the rule table is generated from the checks' declarations."""
+"""labkit.templates.rules.registry: the rule table is generated from the checks' declarations."""
 
 from __future__ import annotations
 
 from labkit import templates
-from labkit.templates.lint import registry
+from labkit.templates.rules import registry
 
 
 def test_the_table_lists_every_declared_rule_once_in_table_order():

@@ -15,10 +15,14 @@ Every finding has a rule id (``RULES``) and a message that says how to fix it.
 
 Modules: ``spec`` (the names and limits), ``load``, ``parts`` (placeholders and the parts of a
 template), ``render``, ``values`` (bindings, the lab's values, the step's result), ``publish``
-and the ``lint`` package (a registry of rules, one module per rule family).
+and the ``rules`` package (a registry of rules, one module per rule family).
 """
 
-from labkit.templates.lint import (
+from labkit.templates.load import TemplateError, load, predictor_schema, shipped_template
+from labkit.templates.parts import Placeholder, artifact_names, parameter_names, placeholders
+from labkit.templates.publish import publish, published_executables, set_scenario
+from labkit.templates.render import Rendered, render
+from labkit.templates.rules import (
     RULES,
     Finding,
     LintContext,
@@ -27,10 +31,6 @@ from labkit.templates.lint import (
     lint,
     lint_folder,
 )
-from labkit.templates.load import TemplateError, load, predictor_schema, shipped_template
-from labkit.templates.parts import Placeholder, artifact_names, parameter_names, placeholders
-from labkit.templates.publish import publish, published_executables, set_scenario
-from labkit.templates.render import Rendered, render
 from labkit.templates.spec import (
     AUTOSCALING_METRICS,
     DTYPES,

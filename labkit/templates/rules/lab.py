@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labkit.templates.lint.kserve import split_image
-from labkit.templates.lint.registry import ERROR, WARNING, check, rule
-from labkit.templates.lint.runtime import size_value
 from labkit.templates.parts import get_path, is_known
+from labkit.templates.rules.kserve import split_image
+from labkit.templates.rules.registry import ERROR, WARNING, check, rule
+from labkit.templates.rules.runtime import size_value
 from labkit.templates.spec import (
     FP16_UNSUPPORTED_MODEL_TYPES,
     INSTANCE_TYPE_LABEL,
@@ -22,7 +22,7 @@ from labkit.util.names import COMMIT
 
 if TYPE_CHECKING:
     from labkit.sizing import Plan
-    from labkit.templates.lint.linter import Linter
+    from labkit.templates.rules.linter import Linter
 
 VLLM_FP16 = "vllm/config/model.py _FLOAT16_NOT_SUPPORTED_MODELS"
 

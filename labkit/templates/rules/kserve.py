@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from labkit.templates.lint.registry import ERROR, WARNING, check, rule
 from labkit.templates.load import predictor_schema
 from labkit.templates.parts import UNBOUND, env_entries, get_path, is_known, unbound
+from labkit.templates.rules.registry import ERROR, WARNING, check, rule
 from labkit.templates.spec import (
     MODELS_MOUNT,
     PREDICTOR_CONTAINER,
@@ -21,7 +21,7 @@ from labkit.templates.spec import (
 )
 
 if TYPE_CHECKING:
-    from labkit.templates.lint.linter import Linter
+    from labkit.templates.rules.linter import Linter
 
 KSERVE_SCHEMA = "KServe InferenceServiceSpec v1beta1 (labkit/kserve_predictor.schema.json)"
 KNATIVE_ENV = "Knative Serving pkg/apis/serving/k8s_validation.go reservedEnvVars"

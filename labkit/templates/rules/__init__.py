@@ -11,10 +11,10 @@ Each rule's table entry (code, level, what it requires, citation) sits beside it
 findings. ``RULES`` is the rule table, code -> what the rule requires.
 """
 
-from labkit.templates.lint.context import LintContext, RevisionCheck
-from labkit.templates.lint.linter import lint, lint_folder
-from labkit.templates.lint.registry import table
-from labkit.templates.lint.report import Finding, LintReport
+from labkit.templates.rules.context import LintContext, RevisionCheck
+from labkit.templates.rules.linter import lint, lint_folder
+from labkit.templates.rules.registry import table
+from labkit.templates.rules.report import Finding, LintReport
 
 RULES: dict[str, str] = table()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from labkit.templates.lint.linter import Linter
+    from labkit.templates.rules.linter import Linter
 
 ERROR = "error"  # AI Core, KServe or vLLM would fail
 WARNING = "warning"  # it runs, but not as meant

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from labkit.templates.lint.registry import ERROR, WARNING, check, rule
 from labkit.templates.load import yaml_problem
 from labkit.templates.parts import declared, get_path, inner_strings, is_known, placeholders
+from labkit.templates.rules.registry import ERROR, WARNING, check, rule
 from labkit.templates.spec import (
     ARTIFACT_NAME,
     AUTOSCALING_METRICS,
@@ -34,7 +34,7 @@ from labkit.templates.spec import (
 )
 
 if TYPE_CHECKING:
-    from labkit.templates.lint.linter import Linter
+    from labkit.templates.rules.linter import Linter
 
 SERVING_TEMPLATES = 'SAP Help: "Serving Templates"'
 API_SCHEMA = 'SAP Help: "API Schema Spec ai.sap.com/v1alpha1"'

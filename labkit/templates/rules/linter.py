@@ -13,10 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from labkit.templates.lint import kserve, lab, runtime, sap  # noqa: F401  (registers the checks)
-from labkit.templates.lint.context import LintContext
-from labkit.templates.lint.registry import ERROR, Check, checks, declare, lookup, rule
-from labkit.templates.lint.report import Finding, LintReport
 from labkit.templates.load import TemplateError, load, parse_yaml, read_source, yaml_problem
 from labkit.templates.parts import (
     as_str,
@@ -29,6 +25,10 @@ from labkit.templates.parts import (
     substitute,
     unbound,
 )
+from labkit.templates.rules import kserve, lab, runtime, sap  # noqa: F401  (registers the checks)
+from labkit.templates.rules.context import LintContext
+from labkit.templates.rules.registry import ERROR, Check, checks, declare, lookup, rule
+from labkit.templates.rules.report import Finding, LintReport
 from labkit.templates.spec import ARTIFACT_NAME, PARAM_NAME
 
 if TYPE_CHECKING:

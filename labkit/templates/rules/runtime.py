@@ -9,8 +9,8 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from labkit.templates.lint.registry import ERROR, WARNING, check, rule
 from labkit.templates.parts import is_known
+from labkit.templates.rules.registry import ERROR, WARNING, check, rule
 from labkit.templates.spec import (
     BOOLS,
     DTYPES,
@@ -26,7 +26,7 @@ from labkit.templates.spec import (
 from labkit.util.names import COMMIT
 
 if TYPE_CHECKING:
-    from labkit.templates.lint.linter import Linter
+    from labkit.templates.rules.linter import Linter
 
 ENTRYPOINT = "runtime/entrypoint.py"
 
