@@ -22,8 +22,8 @@ from typing import Any
 from labkit.errors import DiskError, ModelError, ServiceError
 from labkit.util import html
 from labkit.util.fs import HASH_CHUNK, human_bytes, sha256_file
+from labkit.util.names import is_commit
 
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 WEIGHT_SUFFIXES = (
     ".safetensors",
@@ -237,7 +237,7 @@ def resolve_revision(
     """The full 40-hex commit that ``revision`` names, and the repo info at it; refuses ambiguity."""
     api = _api(endpoint, token)
     try:
-        if not COMMIT.match(revision):
+        if not is_commit(revision):
             refs = api.list_repo_refs(repo_id)
             branches = {b.name: b.target_commit for b in refs.branches}
             tags = {t.name: t.target_commit for t in refs.tags}
@@ -267,12 +267,12 @@ def resolve_revision(
         raise _translate(
             exc, repo_id=repo_id, revision=revision, endpoint=endpoint, token=token
         ) from None
-    if not info.sha or not COMMIT.match(info.sha):
+    if not info.sha or not is_commit(info.sha):
         raise ServiceError(
             f"the Hub at {endpoint} did not name the commit of {repo_id}@{revision}",
             "check HF_ENDPOINT points at a Hugging Face Hub",
         )
-    if COMMIT.match(revision) and info.sha != revision:
+    if is_commit(revision) and info.sha != revision:
         raise ModelError(
             f"{repo_id}@{revision} resolved to another commit ({info.sha})", "check the revision"
         )

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from labkit.config import Config, load_config
 from labkit.errors import StepError
+from labkit.util.fs import atomic_write_json
 
 # Which notebook produces each step's result, so a missing result can say what to run.
 STEP_NOTEBOOKS = {
@@ -84,11 +83,7 @@ class State:
             self._write()
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"steps": self._steps}, fh, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, {"steps": self._steps}, indent=2, sort_keys=True, mode=0o600)
 
     def steps(self) -> dict[str, str]:
         """Each recorded step with the time it was recorded."""

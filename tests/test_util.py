@@ -100,3 +100,23 @@ def test_html_table_escapes_nothing_itself_and_aligns_columns():
     assert html.table(["a"], [], sections=True) == (
         "<table><thead><tr><th>a</th></tr></thead><tbody></tbody></table>"
     )
+
+
+def test_html_fields_name_each_value_in_a_left_aligned_header():
+    assert html.fields([("plan", "<b>infer.s</b>")]) == (
+        "<table><tr><th style='text-align:left'>plan</th><td><b>infer.s</b></td></tr></table>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "good", "bad"),
+    [
+        (names.RESOURCE_GROUP_ID, ["default", "lab-1.a"], ["-x", "ab", "a_b"]),
+        (names.OBJECT_STORE_SECRET_NAME, ["default", "a.b-c"], ["A", "a_b", "a."]),
+        (names.DOCKER_REGISTRY_SECRET_NAME, ["reg", "a_b.c-d"], ["a__b", "_a", "A"]),
+        (names.ARGO_NAME, ["labkit-app"], ["Lab", "a_b"]),
+    ],
+)
+def test_ai_core_name_patterns(pattern, good, bad):
+    assert all(pattern.fullmatch(g) for g in good)
+    assert not any(pattern.fullmatch(b) for b in bad)

@@ -7,16 +7,14 @@ from __future__ import annotations
 import re
 
 from labkit.errors import ConfigError
+from labkit.util.names import ARGO_NAME, RESOURCE_GROUP_ID
 
 _TTL = re.compile(r"[0-9]+[mMhHdD]")
-# AI Core's patterns (AI_CORE_API.yaml): resource group ids, repository and application names.
-_RESOURCE_GROUP = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{1,251}[a-zA-Z0-9]")
-_ARGO_NAME = re.compile(r"[a-z0-9-]+")
 
 
 def check_resource_group_name(name: str) -> str:
     """``name`` if AI Core takes it as a resource group id, else a ConfigError."""
-    if not _RESOURCE_GROUP.fullmatch(name or ""):
+    if not RESOURCE_GROUP_ID.fullmatch(name or ""):
         raise ConfigError(
             f"'{name}' is not a valid resource group id",
             "use 3-253 letters, digits, '.' and '-', starting and ending with a letter or digit",
@@ -38,7 +36,7 @@ def check_ttl(ttl: str | None) -> str | None:
 
 def _check_argo_name(kind: str, name: str, lo: int, hi: int) -> str:
     """``name`` if AI Core takes it as a repository or application name (``lo``-``hi`` long)."""
-    if not (lo <= len(name) <= hi and _ARGO_NAME.fullmatch(name)):
+    if not (lo <= len(name) <= hi and ARGO_NAME.fullmatch(name)):
         raise ConfigError(
             f"'{name}' is not a valid {kind} name",
             f"use {lo}-{hi} lowercase letters, digits and '-'",

@@ -186,12 +186,7 @@ def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _table(rows: Mapping[str, Any], raw: Iterable[str] = ()) -> str:
     raw = set(raw)
-    cells = "".join(
-        f"<tr><th style='text-align:left'>{escape(str(k))}</th>"
-        f"<td>{v if k in raw else escape(str(v))}</td></tr>"
-        for k, v in rows.items()
-    )
-    return f"<table>{cells}</table>"
+    return html.fields((escape(str(k)), v if k in raw else escape(str(v))) for k, v in rows.items())
 
 
 _COLOURS = {"RUNNING": "#2e7d32", "DEAD": "#c62828", "PENDING": "#ef6c00", "UNKNOWN": "#757575"}

@@ -31,10 +31,10 @@ from labkit.image.tags import (
     is_loopback,
     next_tag,
 )
+from labkit.util import names
 from labkit.util.html import esc
 
 MASK = "********"
-_SECRET_NAME = re.compile(r"[a-z0-9](?:_?[a-z0-9.\-]+)*[a-z0-9]")
 _HTTP_TIMEOUT_S = 30.0
 
 
@@ -265,7 +265,10 @@ def registry_secret(
 ) -> DockerRegistrySecret:
     """Log in (checked against the registry's /v2/ unless ``verify`` is off) and return the secret."""
     check_registry(registry)
-    if not _SECRET_NAME.fullmatch(name) or len(name) > 63:
+    if (
+        not names.DOCKER_REGISTRY_SECRET_NAME.fullmatch(name)
+        or len(name) > names.DOCKER_REGISTRY_SECRET_MAX
+    ):
         raise ImageError(
             f"{name!r} is not a valid AI Core secret name",
             "use up to 63 lowercase letters, digits, '.', '-' (and single '_'), "

@@ -55,6 +55,7 @@ def git(repo: Path, *args: str) -> str | None:
 
 def resolve(repo: Path, rev: str) -> str | None:
     """The commit a revision names, as the Hub reads it: a full commit id, branch or tag."""
+    # olah's own venv runs this file without labkit: labkit.util.names.COMMIT, written out.
     if re.fullmatch(r"[0-9a-f]{40}", rev) or rev.startswith("refs/"):
         candidates = [rev]
     else:

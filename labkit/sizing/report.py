@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.sizing.constants import GiB
-from labkit.util.html import table
+from labkit.util.html import fields, table
 
 
 @dataclass
@@ -161,14 +161,12 @@ class SizingReport:
             ("dtype / KV cache dtype", f"{self.dtype} / {self.kv_cache_dtype}"),
             ("tensor parallel", str(self.tensor_parallel_size)),
         ]
-        table = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows
-        )
+        table = fields(rows)
         reasons = "".join(f"<li>{_h(r)}</li>" for r in self.reasons)
         notes = "".join(f"<li>{_h(n)}</li>" for n in self.notes)
         parts = [
             f"<div><p>{badge} <b>{_h(self.model)}</b> on <b>{_h(self.plan or 'custom device')}</b> "
-            f"({_h(self._hardware())})</p><table>{table}</table>",
+            f"({_h(self._hardware())})</p>{table}",
             f"<p><b>What to change</b></p><ul>{reasons}</ul>" if reasons else "",
             f"<p><b>Notes</b></p><ul>{notes}</ul>" if notes else "",
             f"<p><b>vLLM arguments</b>: <code>{_h(' '.join(self.vllm_args))}</code></p>",

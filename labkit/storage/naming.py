@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from labkit.errors import StorageError
+from labkit.util import names
 from labkit.util.names import COMMIT
 
 KEY_ROOT = "models"
@@ -18,8 +19,6 @@ _FAMILY = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 _KEY_CHARS = re.compile(r"[A-Za-z0-9!_.*'()/-]+")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
-# AI Core's pattern for object store secret names (AI_CORE_API.yaml, objectStoreSecrets).
-_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # Name parts that end a model family: sizes (135m, 7b, 8x7b, 1.5b), context lengths (4k) and
 # variant words; what comes before them names the family (SmolLM2-135M-Instruct -> smollm2).
 _SIZE_TOKEN = re.compile(r"(\d+x)?\d+(\.\d+)?[kmbt]")
@@ -123,7 +122,9 @@ def s3_uri(bucket: str, key: str) -> str:
 
 def validate_secret_name(name: str) -> str:
     """An AI Core object store secret name (lowercase DNS labels, at most 233 characters)."""
-    if len(name) > 233 or not _SECRET_NAME.fullmatch(name):
+    if len(name) > names.OBJECT_STORE_SECRET_MAX or not names.OBJECT_STORE_SECRET_NAME.fullmatch(
+        name
+    ):
         raise StorageError(
             f"'{name}' is not a valid object store secret name",
             "use lowercase letters, digits, '-' and '.', e.g. default (LABKIT_OBJECT_STORE_SECRET)",

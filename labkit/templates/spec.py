@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from labkit.util import names
+
 TEMPLATE_API_VERSION = "ai.sap.com/v1alpha1"
 TEMPLATE_KIND = "ServingTemplate"
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
@@ -85,7 +87,7 @@ EXECUTABLE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 SCENARIO_ID = re.compile(r"[A-Za-z0-9][-_.A-Za-z0-9]{2,61}[A-Za-z0-9]")
 PARAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,256}")
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_]{1,256}")
-SECRET_NAME = re.compile(r"[a-z0-9](?:_?[a-z0-9.\-]+)*[a-z0-9]")
+SECRET_NAME = names.DOCKER_REGISTRY_SECRET_NAME
 # The runtime's values (runtime/entrypoint.py).
 REPO_ID = re.compile(r"(?:[\w.-]+/)?[\w.-]+")
 INT = re.compile(r"\d+")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape as esc
 
-__all__ = ["esc", "row", "table"]
+__all__ = ["esc", "fields", "row", "table"]
 
 
 def row(cells: Sequence[object], *, tag: str = "td", align: Sequence[str] | None = None) -> str:
@@ -37,3 +37,9 @@ def table(
     if sections:
         return f"<table><thead>{top}</thead><tbody>{body}</tbody></table>"
     return f"<table>{top}{body}</table>"
+
+
+def fields(pairs: Iterable[tuple[object, object]]) -> str:
+    """A two-column table of named values: each name a left-aligned ``<th>``, each value a cell."""
+    body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in pairs)
+    return f"<table>{body}</table>"

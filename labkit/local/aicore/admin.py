@@ -37,14 +37,12 @@ from labkit.local.aicore.deps import Core, GroupDefault, JsonBody, Query, auth
 from labkit.local.aicore.gitsync import GitSync, repo_reachable
 from labkit.local.aicore.runspec import ObjectStore
 from labkit.local.aicore.store import Store
+from labkit.util import names as rules
 
 if TYPE_CHECKING:
     from labkit.local.aicore.deployments import Deployments
 
-_RG_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{1,251}[a-zA-Z0-9]")
 _RG_LABEL_KEY = re.compile(r"ext.ai.sap.com/(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]){1,48}")
-_OBJECT_STORE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_REGISTRY_SECRET_NAME = re.compile(r"[a-z0-9](?:_?[a-z0-9.\-]+)*[a-z0-9]")
 _REPO_NAME = re.compile(r"[a-z0-9\-]{1,51}")
 _APP_NAME = re.compile(r"[a-z0-9\-]{3,54}")
 _SECRET_SUFFIX = "-object-store-secret"
@@ -96,7 +94,7 @@ class ResourceGroups:
         return request_group
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        group = check_text(body, "resourceGroupId", pattern=_RG_ID, max_len=253)
+        group = check_text(body, "resourceGroupId", pattern=rules.RESOURCE_GROUP_ID, max_len=253)
         assert group is not None
         labels = check_labels(body.get("labels"), _RG_LABEL_KEY, "labels")
         with self.store.lock:
@@ -160,7 +158,9 @@ class ResourceGroups:
 def _object_store_body(
     body: Mapping[str, Any], *, for_post: bool
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    name = check_text(body, "name", pattern=_OBJECT_STORE_NAME if for_post else None, max_len=233)
+    name = check_text(
+        body, "name", pattern=rules.OBJECT_STORE_SECRET_NAME if for_post else None, max_len=233
+    )
     kind = check_text(body, "type")
     data = body.get("data")
     if not isinstance(data, Mapping) or not all(isinstance(v, str) for v in data.values()):
@@ -304,7 +304,7 @@ class DockerRegistrySecrets:
         self.store = store
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        name = check_text(body, "name", pattern=_REGISTRY_SECRET_NAME, max_len=63)
+        name = check_text(body, "name", pattern=rules.DOCKER_REGISTRY_SECRET_NAME, max_len=63)
         assert name is not None
         data = _docker_data(body)
         with self.store.lock:
