@@ -23,7 +23,7 @@ EXCLUDES_gpu :=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TARGET)
 
-.PHONY: lab test check venv up down clean system
+.PHONY: lab test check fuzz venv up down clean system
 
 venv: $(STAMP)
 
@@ -77,6 +77,10 @@ test: up
 
 check: venv
 	$(BIN)/python -m pytest -m "$(FAST)" $(PYTEST_ARGS)
+
+# The fast tier with many more generated examples (Hypothesis profile "fuzz"), before a release.
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m "$(FAST)" $(PYTEST_ARGS)
 
 clean: down
 	rm -rf .lab

@@ -3,12 +3,27 @@ in the repository's root conftest.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from labkit.util import net, procs
+
+# Generated inputs (Hypothesis): every run tries the same examples (derandomized), so a failure
+# in CI is a failure on every machine; `make fuzz` tries many more, each run new ones.
+settings.register_profile(
+    "default",
+    max_examples=150,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("fuzz", max_examples=3000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")
