@@ -122,6 +122,29 @@ def bench_startup(cfg, args, scratch: Path, reference: str) -> None:
         raise SystemExit(
             f"{reference} is not in buildah's storage: build it first (or drop --image)"
         )
+    models, snapshot = _model_files(cfg, scratch)
+    base_env = _base_env()
+    times: dict[str, list[float]] = {
+        "container (buildah run)": [],
+        "entrypoint on the host": [],
+        "vllm serve by hand": [],
+    }
+    for r in range(args.rounds):
+        times["container (buildah run)"].append(
+            _start_container(cfg, builder, reference, models, scratch / f"container-{r}.log")
+        )
+        time.sleep(1)
+        times["entrypoint on the host"].append(
+            _start_entrypoint(cfg, base_env, models, scratch / f"entrypoint-{r}.log")
+        )
+        times["vllm serve by hand"].append(
+            _start_by_hand(cfg, base_env, snapshot, scratch / f"vllm-{r}.log")
+        )
+    _print_startup(cfg, args, times)
+
+
+def _model_files(cfg, scratch: Path) -> tuple[Path, Path]:
+    """The default model's tarball in a models folder, and the snapshot it unpacks to."""
     cache = scratch / "hub-cache"
     plan = hub.plan_download(cfg.model_id, "main", endpoint=cfg.hub_endpoint, cache_dir=cache)
     snap = hub.download(plan, progress=False)
@@ -142,7 +165,10 @@ def bench_startup(cfg, args, scratch: Path, reference: str) -> None:
         check=True,
         capture_output=True,
     )
-    snapshot = next(unpacked.glob("models--*/snapshots/*"))
+    return models, next(unpacked.glob("models--*/snapshots/*"))
+
+
+def _base_env() -> dict[str, str]:
     base_env = {
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -151,61 +177,62 @@ def bench_startup(cfg, args, scratch: Path, reference: str) -> None:
         "VLLM_NO_USAGE_STATS": "1",
     }
     base_env.pop("HF_ENDPOINT", None)
-    times: dict[str, list[float]] = {
-        "container (buildah run)": [],
-        "entrypoint on the host": [],
-        "vllm serve by hand": [],
-    }
-    for r in range(args.rounds):
-        port = net.free_port()
-        log = scratch / f"container-{r}.log"
-        container = image.start_container(
-            builder,
-            reference,
-            env={
-                "PORT": str(port),
-                "HOST": "127.0.0.1",
-                "MODEL_ID": cfg.model_id,
-                "ENFORCE_EAGER": "1",
-                "MAX_MODEL_LEN": "2048",
-            },
-            volumes={models: "/mnt/models"},
-            log=log,
-        )
-        try:
-            times["container (buildah run)"].append(_wait_health(port, container.process, log))
-        finally:
-            container.stop()
-        time.sleep(1)
+    return base_env
 
-        port = net.free_port()
-        tmp = Path(tempfile.mkdtemp(prefix="ep-", dir="/tmp"))
-        env = {**base_env, "MODELS_DIR": str(models), "UNPACK_DIR": str(tmp / "unpacked"), "TMPDIR": str(tmp),
-               "MODEL_ID": cfg.model_id, "PORT": str(port), "HOST": "127.0.0.1", "ARG": " ".join(FLAGS)}  # fmt: skip
-        log = scratch / f"entrypoint-{r}.log"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "runtime" / "entrypoint.py")],
-                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        try:
-            times["entrypoint on the host"].append(_wait_health(port, proc, log))
-        finally:
-            _stop(proc)
-            shutil.rmtree(tmp, ignore_errors=True)
 
-        port = net.free_port()
-        log = scratch / f"vllm-{r}.log"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", MODULE, "--model", str(snapshot), "--served-model-name",
-                 cfg.model_id, "--host", "127.0.0.1", "--port", str(port), *FLAGS],
-                env=base_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        try:
-            times["vllm serve by hand"].append(_wait_health(port, proc, log))
-        finally:
-            _stop(proc)
+def _start_container(cfg, builder: image.Builder, reference: str, models: Path, log: Path) -> float:
+    port = net.free_port()
+    container = image.start_container(
+        builder,
+        reference,
+        env={
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "MODEL_ID": cfg.model_id,
+            "ENFORCE_EAGER": "1",
+            "MAX_MODEL_LEN": "2048",
+        },
+        volumes={models: "/mnt/models"},
+        log=log,
+    )
+    try:
+        return _wait_health(port, container.process, log)
+    finally:
+        container.stop()
+
+
+def _start_entrypoint(cfg, base_env: dict[str, str], models: Path, log: Path) -> float:
+    port = net.free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="ep-", dir="/tmp"))
+    env = {**base_env, "MODELS_DIR": str(models), "UNPACK_DIR": str(tmp / "unpacked"), "TMPDIR": str(tmp),
+           "MODEL_ID": cfg.model_id, "PORT": str(port), "HOST": "127.0.0.1", "ARG": " ".join(FLAGS)}  # fmt: skip
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "runtime" / "entrypoint.py")],
+            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        return _wait_health(port, proc, log)
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _start_by_hand(cfg, base_env: dict[str, str], snapshot: Path, log: Path) -> float:
+    port = net.free_port()
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MODULE, "--model", str(snapshot), "--served-model-name",
+             cfg.model_id, "--host", "127.0.0.1", "--port", str(port), *FLAGS],
+            env=base_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        return _wait_health(port, proc, log)
+    finally:
+        _stop(proc)
+
+
+def _print_startup(cfg, args, times: dict[str, list[float]]) -> None:
     base = statistics.median(times["vllm serve by hand"])
     print(
         f"\nstart to /health, {cfg.model_id}, {' '.join(FLAGS)}, {args.rounds} interleaved rounds:"

@@ -28,7 +28,7 @@ from labkit.errors import LabError
 from labkit.state import open_lab
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -84,69 +84,19 @@ def main() -> int:
     )
     parser.add_argument("--model-dir", default="", help="model folder (default: step 02's)")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> int:
+    args = parse_args()
     cfg, state = open_lab()
     out = args.out or cfg.lab_dir / "bench" / f"serving-{datetime.now():%Y%m%d-%H%M%S}"
     concurrencies = bench.parse_ints(args.concurrencies)
     ns = bench.parse_ints(args.n, "n")
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        base_url = args.base_url
-        if args.start_server:
-            model = args.model_dir or str(cfg.model_source)
-            print(f"starting a vLLM server on {model} (eager) ...", flush=True)
-            server = stack.enter_context(
-                bench.VllmServer(
-                    model,
-                    served_name="bench",
-                    log_path=out / "server.log",
-                    extra_args=["--dtype", args.dtype],
-                )
-            )
-            base_url = server.base_url
-        b = stack.enter_context(
-            bench.open_bench(
-                cfg,
-                state,
-                num_requests=args.requests,
-                seed=args.seed,
-                max_output_tokens=args.max_output_tokens or None,
-                max_prompt_tokens=args.max_prompt_tokens,
-                base_url=base_url,
-                direct_url=args.direct_url,
-                model_dir=args.model_dir,
-                dtype=args.dtype,
-                out_dir=out,
-                progress=sys.stderr.isatty(),
-            )
-        )
-        wl = b.workload.summary()
-        print(
-            f"workload: {wl['requests']} requests, seed {wl['seed']}, prompt tokens "
-            f"{wl['prompt_tokens']['min']}-{wl['prompt_tokens']['max']} "
-            f"(median {wl['prompt_tokens']['median']:.0f}), output tokens "
-            f"{wl['output_tokens']['min']}-{wl['output_tokens']['max']} "
-            f"(median {wl['output_tokens']['median']:.0f})",
-            flush=True,
-        )
-        keep_workers = args.rounds > 1
-        for r in range(args.rounds):
-            tag = f"[round {r + 1}/{args.rounds}]"
-            for n in ns:
-                _show(tag, b.offline(n=n))
-            if not keep_workers:
-                b.stop("vllm")
-            for n in ns:
-                for mode in ("single", "static"):
-                    _show(tag, b.hf(mode, n=n, requests=args.hf_requests, batch_size=args.hf_batch))
-            if not keep_workers:
-                b.stop("hf")
-            for c in concurrencies:
-                _show(tag, b.server(c))
-            for n in ns:
-                if n > 1:
-                    _show(tag, b.server(max(concurrencies), n=n))
+        b = _open(stack, args, cfg, state, out)
+        _run_rounds(b, args, ns, concurrencies)
         b.stop()
         proxy = b.compare_proxy(max(concurrencies), rounds=args.proxy_rounds)
         print(_text(proxy), flush=True)
@@ -154,6 +104,79 @@ def main() -> int:
             check = b.cross_check(max(concurrencies))
             print(_text(check), flush=True)
         report = b.save()
+    _print_report(report, out, started)
+    return 0
+
+
+def _open(
+    stack: contextlib.ExitStack, args: argparse.Namespace, cfg, state, out: Path
+) -> bench.Bench:
+    """The bench on the workload (and a vLLM server of its own with --start-server)."""
+    base_url = args.base_url
+    if args.start_server:
+        model = args.model_dir or str(cfg.model_source)
+        print(f"starting a vLLM server on {model} (eager) ...", flush=True)
+        server = stack.enter_context(
+            bench.VllmServer(
+                model,
+                served_name="bench",
+                log_path=out / "server.log",
+                extra_args=["--dtype", args.dtype],
+            )
+        )
+        base_url = server.base_url
+    b = stack.enter_context(
+        bench.open_bench(
+            cfg,
+            state,
+            num_requests=args.requests,
+            seed=args.seed,
+            max_output_tokens=args.max_output_tokens or None,
+            max_prompt_tokens=args.max_prompt_tokens,
+            base_url=base_url,
+            direct_url=args.direct_url,
+            model_dir=args.model_dir,
+            dtype=args.dtype,
+            out_dir=out,
+            progress=sys.stderr.isatty(),
+        )
+    )
+    wl = b.workload.summary()
+    print(
+        f"workload: {wl['requests']} requests, seed {wl['seed']}, prompt tokens "
+        f"{wl['prompt_tokens']['min']}-{wl['prompt_tokens']['max']} "
+        f"(median {wl['prompt_tokens']['median']:.0f}), output tokens "
+        f"{wl['output_tokens']['min']}-{wl['output_tokens']['max']} "
+        f"(median {wl['output_tokens']['median']:.0f})",
+        flush=True,
+    )
+    return b
+
+
+def _run_rounds(
+    b: bench.Bench, args: argparse.Namespace, ns: list[int], concurrencies: list[int]
+) -> None:
+    """Every engine once per round: vLLM offline, HF single and static, the server per concurrency."""
+    keep_workers = args.rounds > 1
+    for r in range(args.rounds):
+        tag = f"[round {r + 1}/{args.rounds}]"
+        for n in ns:
+            _show(tag, b.offline(n=n))
+        if not keep_workers:
+            b.stop("vllm")
+        for n in ns:
+            for mode in ("single", "static"):
+                _show(tag, b.hf(mode, n=n, requests=args.hf_requests, batch_size=args.hf_batch))
+        if not keep_workers:
+            b.stop("hf")
+        for c in concurrencies:
+            _show(tag, b.server(c))
+        for n in ns:
+            if n > 1:
+                _show(tag, b.server(max(concurrencies), n=n))
+
+
+def _print_report(report: bench.BenchReport, out: Path, started: float) -> None:
     print()
     print(f"machine: {bench.machine_line(report.machine)}; {report.machine['os']}")
     print(f"model: {report.model}; versions: {report.machine['versions']}")
@@ -163,7 +186,6 @@ def main() -> int:
         print(f"note: {note}")
     print(f"\nresults: {out / 'results.json'} (+ throughput.png, latency.png)")
     print(f"total time: {time.monotonic() - started:.0f} s")
-    return 0
 
 
 def _show(tag: str, run: bench.RunResult) -> None:

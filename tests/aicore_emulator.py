@@ -5,6 +5,7 @@ client, git repositories of templates, deployments without vLLM, and the fixture
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -383,3 +384,14 @@ def serve_default_model(
         ],
         input_artifact_bindings=[InputArtifactBinding("model", art.id)],
     )  # fmt: skip
+
+
+def up_serving_default_model(
+    cfg: Config, tmp_path: Path, s3_cfg: Config, tarball: Path, image: str
+) -> tuple[dict[str, Any], Any, Any]:
+    """The local AI Core of ``cfg`` up, its service key, SAP's client on it, and the
+    configuration :func:`serve_default_model` creates: (key, client, configuration)."""
+    aicore.up(cfg, progress=False)
+    key = json.loads(aicore.service_key_file(cfg).read_text())
+    client = sdk_client(key)
+    return key, client, serve_default_model(client, tmp_path, s3_cfg, tarball, image)

@@ -26,7 +26,7 @@ from aicore_emulator import (
     log_text,
     onboard,
     sdk_client,
-    serve_default_model,
+    up_serving_default_model,
     validate,
     wait_for,
 )
@@ -203,10 +203,9 @@ def test_lifecycle_with_sap_client_on_the_default_model(
     from ai_api_client_sdk.models.target_status import TargetStatus
 
     cfg = service_cfg
-    aicore.up(cfg, progress=False)
-    key = json.loads(aicore.service_key_file(cfg).read_text())
-    client = sdk_client(key)
-    conf = serve_default_model(client, tmp_path, s3_cfg, default_tarball.path, lab_image)
+    key, client, conf = up_serving_default_model(
+        cfg, tmp_path, s3_cfg, default_tarball.path, lab_image
+    )
     created = client.deployment.create(conf.id, ttl="2h")
     assert (
         created.status.value == "UNKNOWN" and created.deployment_url == "" and created.ttl == "2h"

@@ -33,7 +33,7 @@ from aicore_emulator import (
     put_object,
     register_secret,
     sdk_client,
-    serve_default_model,
+    up_serving_default_model,
     validate,
     wait_for,
 )
@@ -169,10 +169,9 @@ def test_a_crash_in_the_storage_phase_loses_nothing_and_the_model_arrives_whole(
     from ai_api_client_sdk.models.target_status import TargetStatus
 
     cfg = service_cfg
-    aicore.up(cfg, progress=False)
-    key = json.loads(aicore.service_key_file(cfg).read_text())
-    client = sdk_client(key)
-    conf = serve_default_model(client, tmp_path, s3_cfg, default_tarball.path, lab_image)
+    key, client, conf = up_serving_default_model(
+        cfg, tmp_path, s3_cfg, default_tarball.path, lab_image
+    )
     created = client.deployment.create(conf.id)
     work = aicore.state_dir(cfg) / "deployments" / created.id
     state_file = aicore.state_dir(cfg) / "state.json"

@@ -22,6 +22,19 @@ def _warmup_cmd() -> dict[str, Any]:
             "requests": [{"index": -1, "ids": ids, "max_tokens": MIN_TOKENS}]}  # fmt: skip
 
 
+def _record(request: Mapping[str, Any], n: int, **measured: Any) -> dict[str, Any]:
+    """One request's record as a JSON-ready dict: what was asked, and what the engine measured."""
+    return asdict(
+        RequestRecord(
+            index=request["index"],
+            prompt_tokens=len(request["ids"]),
+            max_tokens=request["max_tokens"],
+            n=n,
+            **measured,
+        )
+    )
+
+
 class _VllmEngine:
     """vllm.LLM on the model folder, eager (CPU graphs give garbage in this vLLM version)."""
 
@@ -63,15 +76,11 @@ class _VllmEngine:
         records = []
         for r, out in zip(reqs, outs, strict=True):
             records.append(
-                asdict(
-                    RequestRecord(
-                        index=r["index"],
-                        prompt_tokens=len(r["ids"]),
-                        max_tokens=r["max_tokens"],
-                        n=n,
-                        output_tokens=sum(len(o.token_ids) for o in out.outputs),
-                        finish_reasons=[str(o.finish_reason) for o in out.outputs],
-                    )
+                _record(
+                    r,
+                    n,
+                    output_tokens=sum(len(o.token_ids) for o in out.outputs),
+                    finish_reasons=[str(o.finish_reason) for o in out.outputs],
                 )
             )
         return {"duration_s": duration, "records": records}
@@ -157,18 +166,14 @@ class _HfEngine:
                 k = min(r["max_tokens"], len(steps))
                 mine = steps[:k]
                 records.append(
-                    asdict(
-                        RequestRecord(
-                            index=r["index"],
-                            prompt_tokens=len(r["ids"]),
-                            max_tokens=r["max_tokens"],
-                            n=n,
-                            output_tokens=k * n,
-                            ttft_s=(mine[0] - t0) if mine else None,
-                            latency_s=(mine[-1] - t0) if mine else None,
-                            itl_s=gaps(mine) * n,
-                            finish_reasons=["length"] * n,
-                        )
+                    _record(
+                        r,
+                        n,
+                        output_tokens=k * n,
+                        ttft_s=(mine[0] - t0) if mine else None,
+                        latency_s=(mine[-1] - t0) if mine else None,
+                        itl_s=gaps(mine) * n,
+                        finish_reasons=["length"] * n,
                     )
                 )
         return {"duration_s": time.perf_counter() - start, "records": records}

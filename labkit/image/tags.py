@@ -174,7 +174,11 @@ def _day_seq(tag: str) -> tuple[date | None, int]:
 def is_loopback(registry: str) -> bool:
     """Whether the registry is on this machine (plain HTTP, no TLS verification)."""
     match = _REGISTRY.fullmatch(registry)
-    host = match["host"].strip("[]") if match else ""
+    return is_loopback_name(match["host"].strip("[]") if match else "")
+
+
+def is_loopback_name(host: str) -> bool:
+    """Whether a host name (no port, no brackets) is this machine: localhost or a loopback IP."""
     if host == "localhost":
         return True
     try:

@@ -206,6 +206,13 @@ class Client:
                 self.auth.token(refresh=True)  # the cached one may have been revoked early
                 return call()
 
+    def _create(
+        self, what: str, create: Callable[..., Any], extra: Mapping[str, Any], **params: Any
+    ) -> Any:
+        """One OpenAI ``create`` call on the model to ask, ``extra`` passed through as given."""
+        model = self.model
+        return self._api(what, lambda: create(model=model, **params, **extra))
+
     # the OpenAI API -------------------------------------------------------------------------
 
     def models(self) -> list[str]:
@@ -244,17 +251,14 @@ class Client:
         """One chat completion (``/v1/chat/completions``)."""
         messages = self._messages(prompt, system)
         started = time.perf_counter()
-        model = self.model
-        reply = self._api(
+        reply = self._create(
             "chat",
-            lambda: self.openai.chat.completions.create(
-                model=model,
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                n=n,
-                **extra,
-            ),
+            self.openai.chat.completions.create,
+            extra,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            n=n,
         )
         return _answer("chat", messages[-1]["content"], reply, started)
 
@@ -270,18 +274,15 @@ class Client:
         """A streamed chat completion: iterate it for the text as it arrives."""
         messages = self._messages(prompt, system)
         started = time.perf_counter()
-        model = self.model
-        chunks = self._api(
+        chunks = self._create(
             "chat (streamed)",
-            lambda: self.openai.chat.completions.create(
-                model=model,
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stream=True,
-                stream_options={"include_usage": True},
-                **extra,
-            ),
+            self.openai.chat.completions.create,
+            extra,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},
         )
         return ChatStream(self, messages[-1]["content"], chunks, started)
 
@@ -296,17 +297,14 @@ class Client:
     ) -> Answer:
         """One text completion (``/v1/completions``): the model continues ``prompt``."""
         started = time.perf_counter()
-        model = self.model
-        reply = self._api(
+        reply = self._create(
             "completion",
-            lambda: self.openai.completions.create(
-                model=model,
-                prompt=prompt,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                n=n,
-                **extra,
-            ),
+            self.openai.completions.create,
+            extra,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            n=n,
         )
         return _answer("completion", prompt, reply, started)
 
@@ -314,17 +312,14 @@ class Client:
         self, prompt: str, *, max_tokens: int = 64, temperature: float = 0.0, **extra: Any
     ) -> Iterator[str]:
         """A streamed text completion: the continuation of ``prompt`` piece by piece."""
-        model = self.model
-        chunks = self._api(
+        chunks = self._create(
             "completion (streamed)",
-            lambda: self.openai.completions.create(
-                model=model,
-                prompt=prompt,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stream=True,
-                **extra,
-            ),
+            self.openai.completions.create,
+            extra,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
         )
         with self._errors("completion (streamed)"):
             for chunk in chunks:

@@ -107,15 +107,10 @@ class ResourceGroups:
         return {"resourceGroupId": group, "tenantId": TENANT_ID, "zoneId": ZONE_ID}
 
     def list_all(self) -> list[dict[str, Any]]:
-        with self.store.lock:
-            return [dict(g) for g in self.store.data["resourceGroups"].values()]
+        return self.store.copies("resourceGroups")
 
     def get(self, group: str) -> dict[str, Any]:
-        with self.store.lock:
-            found = self.store.data["resourceGroups"].get(group)
-            if found is None:
-                raise missing(f"resource group '{group}'")
-            return dict(found)
+        return self.store.copy_of("resourceGroups", group, f"resource group '{group}'")
 
     def patch(self, group: str, body: Mapping[str, Any]) -> None:
         labels = check_labels(body.get("labels"), _RG_LABEL_KEY, "labels")

@@ -42,7 +42,7 @@ from labkit.local.aicore.common import (
     public,
     ttl_seconds,
 )
-from labkit.local.aicore.deps import Core, GroupItem, GroupList, JsonBody, Query, auth
+from labkit.local.aicore.deps import Core, GroupItem, GroupList, JsonBody, Query, auth, created
 from labkit.local.aicore.gitsync import templates_module
 from labkit.local.aicore.logs import DeploymentLogs
 from labkit.local.aicore.processes import kill_recorded, remove_tree
@@ -642,9 +642,7 @@ def dep_create(
     group: GroupList,
     body: JsonBody,
 ) -> dict[str, Any]:
-    out = core.deployments.create(group, body)
-    response.headers["Location"] = f"{core.settings.base_url}/v2/lm/deployments/{out['id']}"
-    return out
+    return created(response, core, "deployments", core.deployments.create(group, body))
 
 
 @router.patch("/deployments", status_code=202)

@@ -9,7 +9,7 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from labkit.local.aicore.common import DEFAULT_RESOURCE_GROUP, ApiError, bad
 
@@ -43,6 +43,14 @@ def error_response(request: Request, exc: ApiError) -> JSONResponse:
         {"WWW-Authenticate": 'Bearer realm="labkit-local-aicore"'} if exc.status == 401 else None
     )
     return JSONResponse({"error": error}, status_code=exc.status, headers=headers)
+
+
+def created(
+    response: Response, core: LocalAICore, collection: str, item: dict[str, Any]
+) -> dict[str, Any]:
+    """A created ML object's answer: the object, its URL under /v2/lm in the Location header."""
+    response.headers["Location"] = f"{core.settings.base_url}/v2/lm/{collection}/{item['id']}"
+    return item
 
 
 def core_of(request: Request) -> LocalAICore:

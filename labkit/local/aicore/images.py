@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ipaddress
 import json
 import re
 import urllib.error
@@ -16,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from labkit.image.tags import is_loopback_name
 from labkit.local.aicore.runspec import RunFailed
 from labkit.local.daemon import LOOPBACK
 
@@ -70,13 +70,7 @@ def parse_image(text: str) -> ImageName:
 def is_loopback_host(registry: str) -> bool:
     """Whether ``host[:port]`` names this machine (plain HTTP, as labkit.image treats it)."""
     host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_name(host.strip("[]"))
 
 
 def _registry_login(image: ImageName, auths: Mapping[str, Any]) -> tuple[str, str] | None:

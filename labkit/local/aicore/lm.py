@@ -28,7 +28,7 @@ from labkit.local.aicore.common import (
     now,
     selected,
 )
-from labkit.local.aicore.deps import Core, GroupItem, GroupList, JsonBody, Query, auth
+from labkit.local.aicore.deps import Core, GroupItem, GroupList, JsonBody, Query, auth, created
 from labkit.local.aicore.store import Store
 
 _ARTIFACT_URL = re.compile(r"([a-z0-9-]+)://.+")
@@ -57,15 +57,10 @@ class Scenarios:
         self.store = store
 
     def list_all(self) -> list[dict[str, Any]]:
-        with self.store.lock:
-            return [dict(s) for s in self.store.data["scenarios"].values()]
+        return self.store.copies("scenarios")
 
     def get(self, sid: str) -> dict[str, Any]:
-        with self.store.lock:
-            found = self.store.data["scenarios"].get(sid)
-            if found is None:
-                raise missing(f"scenario '{sid}'")
-            return dict(found)
+        return self.store.copy_of("scenarios", sid, f"scenario '{sid}'")
 
     def executables(self, sid: str, version: str | None = None) -> list[dict[str, Any]]:
         with self.store.lock:
@@ -76,11 +71,9 @@ class Scenarios:
             ]
 
     def executable(self, sid: str, eid: str) -> dict[str, Any]:
-        with self.store.lock:
-            found = self.store.data["executables"].get(f"{sid}/{eid}")
-            if found is None:
-                raise missing(f"executable '{eid}' of scenario '{sid}'")
-            return dict(found)
+        return self.store.copy_of(
+            "executables", f"{sid}/{eid}", f"executable '{eid}' of scenario '{sid}'"
+        )
 
     def versions(self, sid: str) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
@@ -391,9 +384,7 @@ def art_create(
     group: GroupList,
     body: JsonBody,
 ) -> dict[str, Any]:
-    out = core.artifacts.create(group, body)
-    response.headers["Location"] = f"{core.settings.base_url}/v2/lm/artifacts/{out['id']}"
-    return out
+    return created(response, core, "artifacts", core.artifacts.create(group, body))
 
 
 @router.get("/artifacts/$count")
@@ -419,9 +410,7 @@ def conf_create(
     group: GroupList,
     body: JsonBody,
 ) -> dict[str, Any]:
-    out = core.configurations.create(group, body)
-    response.headers["Location"] = f"{core.settings.base_url}/v2/lm/configurations/{out['id']}"
-    return out
+    return created(response, core, "configurations", core.configurations.create(group, body))
 
 
 @router.get("/configurations/$count")

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from labkit.local.aicore.common import missing
 from labkit.util.fs import atomic_write_json
 
 STATE_FORMAT = 1
@@ -77,6 +78,19 @@ class Store:
     def in_group(self, kind: str, group: str) -> dict[str, Any]:
         """The objects of one kind in one resource group (created on first use)."""
         return self.data[kind].setdefault(group, {})
+
+    def copies(self, kind: str) -> list[dict[str, Any]]:
+        """Copies of all objects of one kind (keyed by name or id, not by resource group)."""
+        with self.lock:
+            return [dict(o) for o in self.data[kind].values()]
+
+    def copy_of(self, kind: str, key: str, what: str) -> dict[str, Any]:
+        """A copy of one object of one kind, or the 404 that names ``what``."""
+        with self.lock:
+            found = self.data[kind].get(key)
+            if found is None:
+                raise missing(what)
+            return dict(found)
 
     def work_dir(self, dep_id: str) -> Path:
         """A deployment's files: its log, its models dir and the storage phase's download."""
