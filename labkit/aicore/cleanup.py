@@ -22,7 +22,7 @@ from labkit.aicore.results import (
     _table,
 )
 from labkit.aicore.secrets import _short
-from labkit.aicore.waiting import DEFAULT_STOP_TIMEOUT_S, wait_status
+from labkit.aicore.waiting import DEFAULT_STOP_TIMEOUT_S, scale_of, wait_status
 from labkit.config import Config
 from labkit.state import State
 
@@ -112,31 +112,56 @@ def recorded_deployment_id(state: State | None, deployment_id: str | None = None
     return str(recorded["deployment_id"])
 
 
+# A tenant stops only a RUNNING or PENDING deployment; any other answers 400 "Invalid Request,
+# Current status UNKNOWN cannot be changed", and an UNKNOWN one is deleted without a stop (SAP
+# Help, SAP AI Core, Troubleshooting > Deployment: "stopping a deployment is necessary only when
+# it's running"). A STOPPING one is on its way: wait for it.
+STOPPABLE = ("RUNNING", "PENDING")
+STOPPED = ("STOPPED", "DEAD", "COMPLETED")
+
+
+def _cannot_change(exc: AICoreError) -> bool:
+    return exc.status_code == 400 and "cannot be changed" in exc.server_message.lower()
+
+
 def stop(
     ai: AICore, deployment_id: str, *, timeout: float = DEFAULT_STOP_TIMEOUT_S, poll: float = 3.0
 ) -> DeploymentInfo | None:
-    """Stop a deployment and wait until it is STOPPED (or DEAD); None if it does not exist."""
+    """Stop a RUNNING or PENDING deployment and wait until it is STOPPED (or DEAD); any other is
+    returned as it is (an UNKNOWN one cannot be stopped, only deleted); None if it does not exist."""
     from ai_api_client_sdk.models.target_status import TargetStatus
 
     info = ai.find_deployment(deployment_id)
-    if info is None or info.status in ("STOPPED", "DEAD", "COMPLETED"):
+    if info is None:
+        return None
+    if info.status in STOPPABLE and info.target_status != "STOPPED":
+        try:
+            ai.call(
+                f"stop deployment {deployment_id}",
+                ai.client.deployment.modify,
+                deployment_id,
+                target_status=TargetStatus.STOPPED,
+            )
+        except AICoreError as exc:
+            # Its status changed between the read and the stop (say, RUNNING -> DEAD, or an
+            # interrupted start back to UNKNOWN): read it again; still stoppable is a real error.
+            if not _cannot_change(exc):
+                raise
+            info = ai.find_deployment(deployment_id)
+            if info is None or (info.status not in STOPPABLE and info.status != "STOPPING"):
+                return info
+            if info.target_status != "STOPPED":
+                raise
+    elif info.status not in STOPPABLE and info.status != "STOPPING":
         return info
-    if info.target_status != "STOPPED":
-        ai.call(
-            f"stop deployment {deployment_id}",
-            ai.client.deployment.modify,
-            deployment_id,
-            target_status=TargetStatus.STOPPED,
-        )
-    return wait_status(
-        ai, deployment_id, ("STOPPED", "DEAD", "COMPLETED"), timeout=timeout, poll=poll
-    )
+    return wait_status(ai, deployment_id, STOPPED, timeout=timeout, poll=poll)
 
 
 def delete(
     ai: AICore, deployment_id: str, *, timeout: float = DEFAULT_STOP_TIMEOUT_S, poll: float = 3.0
 ) -> bool:
-    """Stop (if needed) and delete a deployment, waiting until it is gone; False if it was gone."""
+    """Stop (if RUNNING or PENDING) and delete a deployment, waiting until it is gone; an UNKNOWN
+    or DEAD one is deleted directly; False if it was gone."""
     if stop(ai, deployment_id, timeout=timeout, poll=poll) is None:
         return False
     gone = ai.call(
@@ -269,7 +294,7 @@ def _client_for(
     if rg == ai.resource_group:
         return ai
     if rg not in clients:
-        clients[rg] = AICore(ai.key, rg, local=ai.local)
+        clients[rg] = AICore(ai.key, rg, local=ai.local, time_scale=scale_of(ai))
     return clients[rg]
 
 

@@ -47,6 +47,7 @@ class AICore:
         local: bool = False,
         timeout: float = 60.0,
         retries: int = 2,
+        time_scale: float = 1.0,
     ) -> None:
         from ai_core_sdk.ai_core_v2_client import AICoreV2Client
 
@@ -54,6 +55,9 @@ class AICore:
         self.key = key
         self.resource_group = check_resource_group_name(resource_group)
         self.local = local
+        # Tenant durations the waits imitate (404 windows, PENDING bounds, polls) are multiplied
+        # by this: LABKIT_AICORE_TIME_SCALE, compressed on the local profile (labkit.config).
+        self.time_scale = time_scale if time_scale > 0 else 1.0
         self._token = _Token(key, local=local)
         self.client = AICoreV2Client(
             base_url=key.base_url,
@@ -119,36 +123,41 @@ class AICore:
         if isinstance(exc, requests.RequestException):
             return _unreachable(self.api_url, exc, local=self.local, what="AI API")
         if isinstance(exc, AIAPIServerException):
-            code = exc.status_code
-            message = _error_text(exc)
-            if code == 401:
-                return AICoreError(
-                    f"AI Core rejected the token when trying to {what} (401)",
-                    "the service key's url and AI_API_URL must belong to the same instance; "
-                    "use a current service key",
-                )
-            if code == 403:
-                return AICoreError(
-                    f"not allowed to {what} (403): {message}",
-                    "the service key lacks the role for this; ask the tenant's administrator",
-                )
-            if "resource group" in message.lower() or "resource-group" in message.lower():
-                return AICoreError(
-                    f"cannot {what} in resource group '{self.resource_group}' ({code}): {message}",
-                    "set LABKIT_RESOURCE_GROUP to an existing resource group (`labkit deploy` "
-                    "creates it)",
-                )
-            if code == 404:
-                return AICoreError(f"cannot {what}: not found ({message})", "check the name or id")
-            return AICoreError(
-                f"AI Core could not {what} ({code}): {message}",
-                "fix the request as the message says"
-                if code and code < 500
-                else "try again later; AI Core had an internal error",
-            )
+            error = self._refused(exc, what)
+            error.status_code, error.server_message = exc.status_code, _error_text(exc)
+            return error
         return AICoreError(
             f"unexpected answer from AI Core to '{what}' ({type(exc).__name__}: {_short(str(exc))})",
             "check that serviceurls.AI_API_URL points at an SAP AI Core AI API",
+        )
+
+    def _refused(self, exc: Any, what: str) -> AICoreError:
+        code = exc.status_code
+        message = _error_text(exc)
+        if code == 401:
+            return AICoreError(
+                f"AI Core rejected the token when trying to {what} (401)",
+                "the service key's url and AI_API_URL must belong to the same instance; "
+                "use a current service key",
+            )
+        if code == 403:
+            return AICoreError(
+                f"not allowed to {what} (403): {message}",
+                "the service key lacks the role for this; ask the tenant's administrator",
+            )
+        if "resource group" in message.lower() or "resource-group" in message.lower():
+            return AICoreError(
+                f"cannot {what} in resource group '{self.resource_group}' ({code}): {message}",
+                "set LABKIT_RESOURCE_GROUP to an existing resource group (`labkit deploy` "
+                "creates it)",
+            )
+        if code == 404:
+            return AICoreError(f"cannot {what}: not found ({message})", "check the name or id")
+        return AICoreError(
+            f"AI Core could not {what} ({code}): {message}",
+            "fix the request as the message says"
+            if code and code < 500
+            else "try again later; AI Core had an internal error",
         )
 
     # The few reads every part of the step needs.
@@ -228,7 +237,10 @@ def connect(cfg: Config, *, resource_group: str | None = None, check: bool = Tru
     """A client for the configured AI Core; with ``check``, the token is fetched now so bad
     credentials fail here."""
     ai = AICore(
-        load_service_key(cfg), resource_group or cfg.resource_group, local=cfg.profile == "local"
+        load_service_key(cfg),
+        resource_group or cfg.resource_group,
+        local=cfg.profile == "local",
+        time_scale=float(getattr(cfg, "aicore_time_scale", 1.0) or 1.0),
     )
     if check:
         ai.token()

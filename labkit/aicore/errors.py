@@ -13,7 +13,11 @@ from labkit.errors import LabError
 
 
 class AICoreError(LabError):
-    """AI Core refused a request or answered something the lab cannot use."""
+    """AI Core refused a request or answered something the lab cannot use; a refusal keeps its
+    HTTP status and AI Core's own message, for the callers that survive one."""
+
+    status_code: int | None = None
+    server_message: str = ""
 
 
 class DeploymentFailed(AICoreError):

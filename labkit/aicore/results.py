@@ -42,6 +42,9 @@ class DeploymentInfo:
     executable_id: str = ""
     ttl: str = ""
     created_at: str = ""
+    # A tenant explains a PENDING deployment here (Kubernetes container states and events), not in
+    # the logs (SAP docs, Troubleshooting > Deployment; specs/AI_CORE_API.yaml statusDetails).
+    status_details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_sdk(cls, d: Any) -> DeploymentInfo:
@@ -64,6 +67,7 @@ class DeploymentInfo:
             executable_id=text("executable_id"),
             ttl=text("ttl"),
             created_at=text("created_at"),
+            status_details=_details(getattr(d, "status_details", None)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +182,12 @@ class DeploymentResult:
             "ttl": self.ttl or "",
         }
         return _table({k: v for k, v in rows.items() if v}, raw={"status"})
+
+
+def _details(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {"message": str(value)} if value else {}
 
 
 def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the parameters the deployment binds; the sync's own error when the templates fai
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,10 +15,19 @@ from labkit.aicore.errors import AICoreError
 from labkit.aicore.results import _table
 from labkit.aicore.secrets import _short
 from labkit.aicore.status import StatusView, _elapsed
-from labkit.aicore.waiting import DEFAULT_POLL_S
+from labkit.aicore.waiting import (
+    DEFAULT_POLL_S,
+    MIN_APPEAR_S,
+    scaled_poll,
+    tenant_seconds,
+)
 from labkit.util.names import COMMIT
 
 DEFAULT_SYNC_TIMEOUT_S = 600.0
+# A tenant answers 404 for an application's status until its first sync, which comes within about
+# 3 minutes (SAP's AI Core set-up tutorial: "KeyError: 'operationState'" ... "wait for 3
+# minutes"); the lab waits through twice that before it says so.
+FIRST_SYNC_S = 360.0
 
 
 @dataclass
@@ -48,6 +58,26 @@ class SyncResult:
 
 # ArgoCD's words for a sync or resource that failed ("Missing"/"OutOfSync" are transient).
 _SYNC_FAILED = ("degraded", "syncfailed", "failed", "error")
+# A tenant's app-level messages for a sync that cannot succeed, often with health Healthy or
+# Unknown (ArgoCD's ComparisonError wording, as tenants report it, issue 16): the path is not in
+# the repository, the revision (branch) does not exist, or the repository cannot be read.
+_SYNC_FAILED_MESSAGES = (
+    r"app path does not exist",
+    r"unable to resolve .+ to a commit sha",
+    r"rpc error: code = \w+ desc = ",
+    r"repository not found",
+    r"authentication required",
+)
+# What ArgoCD reports before its first sync (sap-tutorials/Tutorials issue 7187: every field
+# "Unknown"); read as no value.
+_UNKNOWN = ("", "unknown")
+
+
+def _known(value: Any) -> str:
+    text = str(value or "")
+    return "" if text.lower() in _UNKNOWN else text
+
+
 # After a sync that finished since our refresh, how long the executable may take to show up.
 _SYNC_GRACE_S = 15.0
 
@@ -76,6 +106,9 @@ class _Seen:
     missing: list[
         str
     ]  # needed parameters the executable does not declare (all while it is missing)
+    no_status: bool = (
+        False  # the status answered 404 (a tenant's application before its first sync)
+    )
 
     @property
     def ready(self) -> bool:
@@ -84,11 +117,12 @@ class _Seen:
 
     @property
     def failed(self) -> bool:
-        """ArgoCD says the sync (or one of its resources) failed."""
+        """ArgoCD says the sync (or one of its resources) failed, in its status or its message."""
         return (
             self.health.lower() == "degraded"
             or self.sync.lower() in _SYNC_FAILED
             or bool(self.errors)
+            or any(re.search(p, self.message, re.IGNORECASE) for p in _SYNC_FAILED_MESSAGES)
         )
 
 
@@ -99,6 +133,7 @@ def _look(
         f"get the status of application {application}",
         ai.client.applications.get_status,
         application,
+        missing_ok=True,
     )
     exe = ai.call(
         f"get executable {executable_id} of scenario {scenario_id}",
@@ -112,15 +147,16 @@ def _look(
         for p in (getattr(exe, "parameters", None) or [])
     }
     return _Seen(
-        sync=str(getattr(status, "sync_status", "") or ""),
-        health=str(getattr(status, "health_status", "") or ""),
-        message=_short(str(getattr(status, "message", "") or "")),
-        revision=str(getattr(getattr(status, "source", None), "revision", "") or ""),
-        finished_at=getattr(status, "sync_finished_at", None),
+        sync=_known(getattr(status, "sync_status", "")),
+        health=_known(getattr(status, "health_status", "")),
+        message=_short(_known(getattr(status, "message", ""))),
+        revision=_known(getattr(getattr(status, "source", None), "revision", "")),
+        finished_at=_known(getattr(status, "sync_finished_at", None)) or None,
         errors=_sync_errors(status),
         exe=exe,
         declared=declared,
         missing=sorted(needs - set(declared)) if exe is not None else sorted(needs),
+        no_status=status is None,
     )
 
 
@@ -152,10 +188,24 @@ def _result(
 
 
 def _sync_failed(application: str, seen: _Seen) -> AICoreError:
+    message = seen.message.lower()
+    if "app path does not exist" in message:
+        hint = (
+            "the application's path must be a folder of the repository at its revision: push "
+            "step 05's commit, or set LABKIT_TEMPLATE_REPO_PATH to the folder, and deploy again"
+        )
+    elif "commit sha" in message:
+        hint = (
+            "the application's revision (branch) must exist in the repository: push it, then "
+            "deploy again"
+        )
+    else:
+        hint = "fix the template (`labkit template lint`), commit it (step 05), and deploy again"
     return AICoreError(
-        f"the templates of application {application} did not sync ({seen.sync}/{seen.health}): "
+        f"the templates of application {application} did not sync "
+        f"({seen.sync or 'Unknown'}/{seen.health or 'Unknown'}): "
         + "; ".join(seen.errors or [seen.message or "no message"]),
-        "fix the template (`labkit template lint`), commit it (step 05), and deploy again",
+        hint,
     )
 
 
@@ -187,9 +237,12 @@ def sync_templates(
     a still missing executable fails without waiting for the timeout."""
     apps = ai.client.applications
     view = view or StatusView(f"application {application}", enabled=False)
-    before = ai.call(f"get the status of application {application}", apps.get_status, application)
-    ai.call(f"refresh application {application}", apps.refresh, application)
-    first_sync = getattr(before, "sync_finished_at", None)
+    poll = scaled_poll(ai, poll)
+    first_status = tenant_seconds(ai, FIRST_SYNC_S, MIN_APPEAR_S)
+    what = f"get the status of application {application}"
+    before = ai.call(what, apps.get_status, application, missing_ok=True)
+    ai.call(f"refresh application {application}", apps.refresh, application, missing_ok=True)
+    first_sync = _known(getattr(before, "sync_finished_at", None)) or None
     synced_at: float | None = None  # when a sync finished since the refresh was first seen
     needs = set(needs)
     start = clock()
@@ -211,6 +264,13 @@ def sync_templates(
             return _result(application, scenario_id, executable_id, seen, elapsed)
         if seen.failed and (synced_at is not None or elapsed >= poll):
             raise _sync_failed(application, seen)
+        if seen.no_status and elapsed >= min(first_status, timeout):
+            raise AICoreError(
+                f"application {application} has no sync status {elapsed:.0f} s after it was "
+                "created or refreshed (AI Core answers 404 until its first sync)",
+                "check the application's repository URL, path and the repository's credentials "
+                "(`labkit deploy` registers them), then deploy again",
+            )
         settled = (
             synced_at is not None
             and seen.sync.lower() == "synced"
