@@ -75,3 +75,29 @@ def test_cleanup_can_keep_the_setup_and_does_nothing_without_a_record(tmp_path):
     report = aicore.cleanup(cfg, state, ai=ai, delete_setup=False, poll=0)
     assert {r.id for r in report.deleted} == {"d1"}
     assert not any(c.startswith("deleted") for c in ai.calls)
+
+
+def test_cleanup_deletes_an_unknown_deployment_without_stopping_it(tmp_path):
+    # A tenant refuses to stop an UNKNOWN deployment (400 "... cannot be changed"), and SAP's
+    # troubleshooting page deletes it directly; FakeAI refuses the same way.
+    state = State(tmp_path / "state.json")
+    _recorded(state)
+    ai = FakeAI()
+    ai.deployments = {"d1": "UNKNOWN", "d0": "DEAD"}
+    cfg = load_config(profile="local", lab_dir=tmp_path)
+    report = aicore.cleanup(cfg, state, ai=ai, delete_setup=False, poll=0)
+    assert {r.id for r in report.deleted} == {"d0", "d1"}
+    assert not any(c.startswith("stop deployment") for c in ai.calls)
+    assert "delete deployment d1" in ai.calls and ai.deployments == {}
+
+
+def test_stop_waits_out_a_tenant_stop_and_leaves_other_statuses_alone():
+    ai = FakeAI(stop_polls=9)  # RUNNING for 8 more reads after the stop, then STOPPED
+    ai.deployments = {"d1": "RUNNING", "d2": "UNKNOWN", "d3": "STOPPING"}
+    assert aicore.stop(ai, "d1", poll=0).status == "STOPPED"
+    assert ai.calls.count("stop deployment d1") == 1
+    assert aicore.stop(ai, "d2", poll=0).status == "UNKNOWN"
+    assert "stop deployment d2" not in ai.calls
+    ai.deployments["d3"] = "STOPPED"
+    assert aicore.stop(ai, "d3", poll=0).status == "STOPPED"
+    assert "stop deployment d3" not in ai.calls

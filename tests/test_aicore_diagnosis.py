@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.aicore import diagnose
+from labkit.aicore import detail_lines, diagnose
 
 # --- the diagnosis of a failed deployment --------------------------------------------------------
 
@@ -51,3 +51,40 @@ def test_a_warning_ranks_after_the_error_that_killed_the_deployment():
     )
     assert [c.name for c in found] == ["server", "secret"]
     assert "exited with code 2" in found[0].evidence
+
+
+# --- a tenant's wording (Kubernetes, KServe), in the logs or in statusDetails -------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "cause", "named"),
+    [
+        ('Failed to pull image "docker.io/me/vllm:v9": rpc error: code = NotFound desc = failed '
+         'to pull and unpack image "docker.io/me/vllm:v9": not found', "image", "docker.io/me/vllm:v9"),
+        ('waiting: ImagePullBackOff: Back-off pulling image "ghcr.io/me/vllm:v1"', "image",
+         "ghcr.io/me/vllm:v1"),
+        ("Unable to retrieve some image pull secrets (my-registry); attempting to pull the image "
+         "may not succeed.", "secret", "my-registry"),
+        ('Error: secret "my-registry" not found', "secret", "my-registry"),
+        ("0/4 nodes are available: 4 Insufficient nvidia.com/gpu.", "scheduling", "nvidia.com/gpu"),
+        ("back-off 5m0s restarting failed container=kserve-container pod=x", "crashloop", ""),
+        ("RuntimeError: Failed to fetch model. No model found in s3://b/models/x.", "model", ""),
+    ],
+)  # fmt: skip
+def test_diagnosis_knows_a_tenants_wording_and_names_the_culprit(line, cause, named):
+    found = diagnose([line])
+    assert found and found[0].name == cause
+    assert named in found[0].summary
+
+
+def test_status_details_become_lines_whatever_their_case_and_nesting():
+    snake = {"replicas": [{"name": "kserve-container", "restart_count": 3,
+                           "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "m"}},
+                           "last_state": {"terminated": {"reason": "OOMKilled", "exit_code": 137}}}]}  # fmt: skip
+    lines = detail_lines(snake)
+    assert "kserve-container restarted 3 times" in lines
+    assert "waiting: CrashLoopBackOff: m" in lines
+    assert "terminated: OOMKilled: exit code 137" in lines
+    assert detail_lines({"reason": "ErrImagePull", "message": "x"}) == ["ErrImagePull: x"]
+    assert detail_lines({}) == [] and detail_lines("plain text") == ["plain text"]
+    assert {c.name for c in diagnose(lines)} >= {"crashloop", "oom"}

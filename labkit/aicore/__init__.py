@@ -51,7 +51,7 @@ from labkit.aicore.deployer import (
     deploy,
     template_inputs,
 )
-from labkit.aicore.diagnosis import Cause, diagnose
+from labkit.aicore.diagnosis import BLOCKING, Cause, detail_lines, diagnose
 from labkit.aicore.errors import AICoreError, DeploymentFailed
 from labkit.aicore.names import check_resource_group_name, check_ttl
 from labkit.aicore.resources import (
@@ -79,17 +79,23 @@ from labkit.aicore.results import (
 )
 from labkit.aicore.secrets import MASK, redact, register_secret
 from labkit.aicore.status import StatusView
-from labkit.aicore.sync import DEFAULT_SYNC_TIMEOUT_S, SyncResult, sync_templates
+from labkit.aicore.sync import DEFAULT_SYNC_TIMEOUT_S, FIRST_SYNC_S, SyncResult, sync_templates
 from labkit.aicore.waiting import (
+    APPEAR_S,
     DEFAULT_POLL_S,
     DEFAULT_STOP_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    MIN_POLL_S,
+    STUCK_PENDING_S,
+    TENANT_STOP_S,
     wait_running,
     wait_status,
 )
 
 __all__ = [
     "ACTIVE",
+    "APPEAR_S",
+    "BLOCKING",
     "DEFAULT_APPLICATION",
     "DEFAULT_ARTIFACT_KEY",
     "DEFAULT_POLL_S",
@@ -98,10 +104,14 @@ __all__ = [
     "DEFAULT_SYNC_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "ENDED",
+    "FIRST_SYNC_S",
     "KINDS",
     "LOG_TAIL",
     "MASK",
+    "MIN_POLL_S",
     "STATE_KEY",
+    "STUCK_PENDING_S",
+    "TENANT_STOP_S",
     "AICore",
     "AICoreError",
     "Cause",
@@ -126,6 +136,7 @@ __all__ = [
     "delete",
     "deploy",
     "deployment_headers",
+    "detail_lines",
     "diagnose",
     "ensure_application",
     "ensure_artifact",

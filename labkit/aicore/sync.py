@@ -211,7 +211,7 @@ def _sync_failed(application: str, seen: _Seen) -> AICoreError:
 
 def _old_revision(application: str, seen: _Seen, commit: str, elapsed: float) -> AICoreError:
     return AICoreError(
-        f"application {application} still shows revision {seen.revision[:12]} after "
+        f"application {application} still shows revision {seen.revision[:12] or '(unknown)'} after "
         f"{elapsed:.0f} s, not step 05's commit {commit[:12]}",
         "check that the commit is in the repository AI Core syncs (pushed), then deploy again",
     )
@@ -257,8 +257,11 @@ def sync_templates(
             synced_at = clock() if synced_at is None else synced_at
         # Before a sync since the refresh, an executable synced from another commit may be an
         # older version of the template: wait for the refresh (when the revision says so).
+        # Before a tenant's first sync the revision is unknown (404, or "Unknown"): wait too.
         stale = (
-            bool(commit) and COMMIT.fullmatch(seen.revision) is not None and seen.revision != commit
+            bool(commit)
+            and seen.revision != commit
+            and (not seen.revision or COMMIT.fullmatch(seen.revision) is not None)
         )
         if seen.ready and (synced_at is not None or not stale):
             return _result(application, scenario_id, executable_id, seen, elapsed)
