@@ -90,7 +90,10 @@ class Emulator:
         self.base = f"http://127.0.0.1:{self.port}"
         # The key beside the state, kept across restarts (its URL follows the new port).
         key_cfg = Config(local_dir=state.parent / f"{state.name}-key", aicore_port=self.port)
-        self.key = aicore.ensure_service_key(key_cfg)
+        # The token endpoint on its own port, as on a tenant (XSUAA's host, not the API's).
+        self.token_port = free_port()
+        self.token_base = f"http://127.0.0.1:{self.token_port}"
+        self.key = aicore.ensure_service_key(key_cfg, auth_url=self.token_base)
         self.key_file = aicore.service_key_file(key_cfg)
         builder = None
         if runner != "host" and shutil.which("buildah"):
@@ -115,27 +118,31 @@ class Emulator:
             sync_interval=3600,
             ttl_check=0.2,
         )
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._servers: list[tuple[Any, threading.Thread]] = []
 
     def start(self) -> Emulator:
         import uvicorn
 
+        from labkit.local.aicore import tokens as tokens_mod
+
         self.app = app_mod.create_app(self.settings)
         self.core: core_mod.LocalAICore = self.app.state.core
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        wait_for(lambda: self._server.started, "the in-process server to start")
+        token_app = tokens_mod.create_token_app(self.core.tokens)
+        for app, port in ((self.app, self.port), (token_app, self.token_port)):
+            config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+            server = uvicorn.Server(config)
+            thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            self._servers.append((server, thread))
+            wait_for(lambda s=server: s.started, "the in-process server to start")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            assert self._thread is not None
-            self._thread.join(60)
-            self._server = None
+        for server, _ in self._servers:
+            server.should_exit = True
+        for _, thread in self._servers:
+            thread.join(60)
+        self._servers = []
 
     def client(self, resource_group: str | None = "default") -> Any:
         return sdk_client(self.key, resource_group)
@@ -208,8 +215,14 @@ def git_repo(path: Path, files: dict[str, str]) -> str:
 
 
 def synced(client: Any, app: str, revision: str) -> Any:
-    """The application's status once a sync of ``revision`` finished."""
-    status = client.applications.get_status(app)
+    """The application's status once a sync of ``revision`` finished (None before; a tenant
+    answers 404 until the first sync)."""
+    from ai_api_client_sdk.exception import AIAPINotFoundException
+
+    try:
+        status = client.applications.get_status(app)
+    except AIAPINotFoundException:
+        return None
     return status if status.source.revision == revision and status.sync_finished_at else None
 
 

@@ -244,12 +244,17 @@ def test_admin_write_answers_match_the_spec(emulator: Emulator, tmp_path: Path) 
     )
     check("DELETE", "/admin/applications/templates-app", "/admin/applications/{applicationName}")
     check("DELETE", "/admin/repositories/templates", "/admin/repositories/{repositoryName}")
-    validate(
-        call("GET", "/admin/resources/instanceTypes").json(),
-        "/admin/resources/instanceTypes",
-        "get",
-        200,
-    )
+    types = call("GET", "/admin/resources/instanceTypes").json()
+    validate(types, "/admin/resources/instanceTypes", "get", 200)
+    # The public resource plans (labkit/resource_plans.toml, SAP Help "Choose an Instance").
+    assert types["instanceTypes"]["starter"] == {
+        "memory": "3G",
+        "cpu": 1,
+        "gpu": 0,
+        "billableUnitsPerHour": 0,
+    }
+    assert types["instanceTypes"]["infer.s"]["gpu"] == 1
+    assert "infer2.l" not in types["instanceTypes"]  # team-internal plans stay out
     missing = httpx.get(
         base + "/admin/applications/nope", headers=emulator.headers(None), trust_env=False
     )

@@ -59,7 +59,7 @@ def test_token_endpoint_takes_form_and_basic_credentials_and_refuses_others(
         AIAPIAuthorizationException,
     )
 
-    key, url = emulator.key, emulator.base + "/oauth/token"
+    key, url = emulator.key, emulator.token_base + "/oauth/token"
     form = {
         "grant_type": "client_credentials",
         "client_id": key["clientid"],
@@ -99,3 +99,47 @@ def test_token_endpoint_takes_form_and_basic_credentials_and_refuses_others(
     for path in emulator.state.rglob("*"):
         if path.is_file():
             assert key["clientsecret"].encode() not in path.read_bytes(), path
+
+
+def test_tokens_last_7199_s_by_default_as_sap_documents(tmp_path: Path) -> None:
+    """SAP Help, "Get an Auth Token": ``"expires_in": 7199``; SAP's client re-fetches a token
+    under 60 minutes from its end, so this is still above that."""
+    from pydantic import SecretStr
+
+    assert tokens_mod.DEFAULT_TOKEN_TTL_S == 7200
+    tokens = tokens_mod.Tokens(b"k" * 32, "c", SecretStr("s"), "i", tokens_mod.DEFAULT_TOKEN_TTL_S)
+    assert tokens.issue()["expires_in"] == 7199 > 3600
+
+
+def test_the_token_endpoint_is_a_host_of_its_own(emulator: Emulator) -> None:
+    """As on a tenant (XSUAA's host is not the AI API's): the API answers no /oauth/token, the
+    token host no /v2; a key with the two URLs swapped fails, the right one works."""
+    from ai_api_client_sdk.exception import AIAPIAuthenticatorException
+
+    key = emulator.key
+    assert key["url"] == emulator.token_base != key["serviceurls"]["AI_API_URL"] == emulator.base
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": key["clientid"],
+        "client_secret": key["clientsecret"],
+    }
+    on_api = httpx.post(emulator.base + "/oauth/token", data=form, trust_env=False)
+    assert on_api.status_code == 404
+    token = httpx.post(emulator.token_base + "/oauth/token", data=form, trust_env=False).json()
+    on_token_host = httpx.get(
+        emulator.token_base + "/v2/lm/scenarios",
+        headers={
+            "Authorization": f"Bearer {token['access_token']}",
+            "AI-Resource-Group": "default",
+        },
+        trust_env=False,
+    )
+    assert on_token_host.status_code == 404
+    swapped = {
+        **key,
+        "url": key["serviceurls"]["AI_API_URL"],
+        "serviceurls": {"AI_API_URL": key["url"]},
+    }
+    with pytest.raises(AIAPIAuthenticatorException):
+        sdk_client(swapped).scenario.query()
+    assert sdk_client(key).scenario.query().count == 0  # SAP's client, in-process

@@ -72,3 +72,27 @@ def test_without_an_image_the_placeholder_warns_but_lints(lab_env, tmp_path):
     assert report.ok and [f.rule for f in report.warnings] == ["image-missing"]
     rendered = templates.render(SHIPPED, values.values, values.artifacts)
     assert rendered.image == values.values["image"]
+
+
+# --- the tenant's service plan ---------------------------------------------------------------------
+
+
+def test_a_plan_the_service_plan_lacks_is_warned_about(lab_env, tmp_path, monkeypatch):
+    """SAP Help, "Choose an Instance": the free service plan takes only starter."""
+    from labkit.config import load_config
+    from labkit.templates.values import plan_availability
+
+    cfg = load_config(template_repo_dir=tmp_path / "git")
+    state = _lab_state(cfg)
+    free = templates.lab_values(cfg, state, service_plan="free")
+    assert any("not available on the free service plan" in n for n in free.notes)
+    assert not templates.lab_values(cfg, state, service_plan="standard").notes
+    monkeypatch.setenv("LABKIT_AICORE_SERVICE_PLAN", "free")
+    assert any("free service plan" in n for n in templates.lab_values(cfg, state).notes)
+    ok = plan_availability("starter", public=True, service_plan="free", tenant=True)
+    assert ok is None
+    unknown = plan_availability("infer.s", public=True, service_plan=None, tenant=True)
+    assert unknown and "only starter" in unknown
+    assert plan_availability("infer.s", public=True, service_plan=None, tenant=False) is None
+    internal = plan_availability("infer2.l", public=False, service_plan="standard", tenant=True)
+    assert internal and "not a public plan" in internal

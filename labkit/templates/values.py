@@ -5,6 +5,7 @@ image from 04), the template's parameters for people to read, and step 05's resu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
@@ -118,17 +119,51 @@ def _artifact_value(state: State, notes: list[str]) -> str:
     return PLACEHOLDER_ARTIFACT_URL
 
 
+# SAP Help, "Choose an Instance": "For the free service plan, only the Starter resource plan is
+# available. Specifying other plans results in an error. For the standard service plan, all
+# resource plans are available." Instance types need the "extended" service plan.
+FREE_SERVICE_PLAN_RESOURCE_PLANS = ("starter",)
+
+
+def plan_availability(
+    plan: str, *, public: bool, service_plan: str | None, tenant: bool
+) -> str | None:
+    """A warning when the resource plan may not exist on the tenant's service plan, else None.
+
+    ``service_plan`` is the tenant's AI Core service plan (free, standard, extended) when known;
+    unknown on a tenant (``tenant``), the free tier's limit is named as a possibility."""
+    sp = (service_plan or "").strip().lower()
+    if sp == "free" and plan not in FREE_SERVICE_PLAN_RESOURCE_PLANS:
+        return (
+            f"resource plan {plan} is not available on the free service plan, which accepts "
+            "only starter: deploying fails there; use starter or a standard tenant"
+        )
+    if not public and (tenant or sp):
+        return (
+            f"resource plan {plan} is not a public plan: only tenants that were given it accept "
+            "it; public plans are starter, basic, basic.8x, infer.s/m/l and train.l"
+        )
+    if tenant and not sp and plan not in FREE_SERVICE_PLAN_RESOURCE_PLANS:
+        return (
+            f"resource plan {plan}: a free-tier tenant accepts only starter (standard accepts "
+            "every public plan); set LABKIT_AICORE_SERVICE_PLAN to check against yours"
+        )
+    return None
+
+
 def lab_values(
     cfg: Config,
     state: State,
     *,
     resource_plan: str | None = None,
+    service_plan: str | None = None,
     min_replicas: int = 1,
     max_replicas: int = 1,
     max_model_len: int | None = None,
     extra_args: str = "",
 ) -> LabValues:
-    """The bindings the lab's steps decided: plan and vLLM settings (01), model (02), URL (03), image (04)."""
+    """The bindings the lab's steps decided: plan and vLLM settings (01), model (02), URL (03),
+    image (04); a note when the plan may not exist on the tenant's ``service_plan``."""
     from labkit.sizing import load_catalogue
 
     size = state.require("size")
@@ -169,6 +204,16 @@ def lab_values(
         "gpuMemoryUtilization": str(size.get("gpu_memory_utilization") or "0.9"),
         "args": args,
     }
+    warning = plan_availability(
+        plan.name,
+        public=plan.public,
+        service_plan=service_plan
+        or getattr(cfg, "aicore_service_plan", None)
+        or os.environ.get("LABKIT_AICORE_SERVICE_PLAN"),
+        tenant=cfg.profile == "aicore",
+    )
+    if warning:
+        notes.append(warning)
     if plan.name != size.get("plan"):
         notes.append(
             f"step 01 sized {size.get('plan')}, this configuration uses {plan.name}: size again "

@@ -30,6 +30,7 @@ from labkit.local.aicore.launch import (
     service_key_file,
     state_dir,
     status,
+    token_url,
     up,
 )
 
@@ -43,5 +44,6 @@ __all__ = [
     "service_key_file",
     "state_dir",
     "status",
+    "token_url",
     "up",
 ]

@@ -469,6 +469,7 @@ class Applications:
                 "revision": revision,
                 "path": path,
                 "_createdAt": iso(now()),
+                "_dueAt": self.sync.first_due(),
                 "_sync": {
                     "healthStatus": "Progressing",
                     "syncStatus": "Unknown",
@@ -516,6 +517,15 @@ class Applications:
             if app is None:
                 raise missing(f"application '{name}'")
             sync = dict(app.get("_sync") or {})
+            if not sync.get("syncFinishedAt"):
+                # A tenant has no status for an application before its first sync (SAP's AI
+                # Core set-up tutorial: "KeyError: 'operationState'" ... "wait for 3 minutes").
+                raise ApiError(
+                    404,
+                    f"status of application '{name}' not found: its first sync has not run "
+                    "yet (AI Core syncs about every 3 minutes); try again later",
+                    "NotFound",
+                )
             source = {
                 "repoURL": app["repositoryUrl"],
                 "path": app["path"],
@@ -682,8 +692,28 @@ def app_delete(name: str, core: Core) -> dict[str, Any]:
     return core.applications.delete(name)
 
 
+def public_instance_types() -> dict[str, dict[str, Any]]:
+    """The public resource plans (labkit/resource_plans.toml, from SAP Help "Choose an
+    Instance") in the shape of BckndInstanceType: memory as a Kubernetes quantity in G (SAP
+    publishes GB), CPUs, GPUs. SAP publishes no billable units per plan there: 0 (unverified)."""
+    from labkit.sizing import load_catalogue
+
+    types: dict[str, dict[str, Any]] = {}
+    for plan in load_catalogue():
+        if not plan.public or plan.kind != "resourcePlan":
+            continue
+        gb = round(plan.memory_bytes / 1e9) if plan.memory_bytes else None
+        types[plan.name] = {
+            "memory": f"{gb}G" if gb is not None else "",
+            "cpu": plan.cpus if plan.cpus is not None else 0,
+            "gpu": plan.gpus,
+            "billableUnitsPerHour": plan.billable_units_per_hour or 0,
+        }
+    return types
+
+
 @router.get("/resources/instanceTypes")
 def instance_types() -> dict[str, Any]:
-    # Instance types are a tenant's newer hardware; this machine offers none: resource plans
-    # (the templates' ai.sap.com/resourcePlan) are what the local AI Core takes.
-    return {"instanceTypes": {}}
+    # What a tenant lists here (SAP Help "Choose an Instance": GET .../resources/instanceType);
+    # the local AI Core has the public resource plans, so it answers those.
+    return {"instanceTypes": public_instance_types()}

@@ -2,12 +2,18 @@
 executables.
 
 Applications sync ServingTemplates from a git repository on this machine (a path or file://
-URL) at ``revision`` under ``path``: each template is linted with ``labkit.templates`` (step 05's
-rules); valid ones become scenarios and executables, invalid ones are listed in the
-application's status as ``SyncFailed`` with the lint messages. Sync happens on creation, on
-``/refresh`` and every ``--sync-interval`` seconds (AI Core: about every 3 minutes). The status
-says ``syncStatus`` ``Synced`` (all templates valid) or ``OutOfSync``, ``healthStatus``
-``Healthy``/``Degraded``/``Progressing``, and ``source.revision`` is the synced commit.
+URL) at ``revision`` under ``path``. The gatekeeper is what AI Core itself enforces (SAP's
+documented ServingTemplate rules, :func:`sync_problems`), not the lab's own lint: SAP's published
+templates (no STORAGE_URI, no parameters, a ``.`` in the executable id, a container named
+``kfserving-container``) sync here as on a tenant. Valid templates become scenarios and
+executables, invalid ones are listed in the application's status as ``SyncFailed``.
+
+Timing and failures as on a tenant: a new application's first sync comes after
+``FIRST_SYNC_S`` (scaled by ``LABKIT_AICORE_TIME_SCALE``; until then its status is 404), later
+ones on ``/refresh`` and every ``--sync-interval`` seconds (AI Core: about every 3 minutes). A
+revision that does not resolve or a path that does not exist is an application-level message
+in ArgoCD's words with ``syncStatus`` ``Unknown`` and ``healthStatus`` ``Healthy`` (or
+``Unknown`` before any sync succeeded), not ``Degraded``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Mapping
@@ -26,6 +33,11 @@ from labkit.local.aicore.common import ID, LABEL_KEY, iso, log, now
 from labkit.local.aicore.store import Store
 
 SYNC_INTERVAL_S = 180.0
+# SAP's AI Core set-up tutorial: reading a new application's status fails ("KeyError:
+# 'operationState'") until its first sync; "wait for 3 minutes".
+FIRST_SYNC_S = 180.0
+TIME_SCALE_ENV = "LABKIT_AICORE_TIME_SCALE"
+DEFAULT_TIME_SCALE = 0.02  # the local profile's compressed pace (a 3-minute wait: 3.6 s)
 TEMPLATE_KINDS = ("ServingTemplate",)
 MAX_SERVING_TEMPLATES = 50
 
@@ -36,8 +48,39 @@ Found = dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]]
 # --- templates --------------------------------------------------------------------------------
 
 
+def time_scale() -> float:
+    """Tenant durations are multiplied by this (``LABKIT_AICORE_TIME_SCALE``; 1.0 = a tenant's
+    pace, 0 = no waiting), read from the server process's environment."""
+    raw = os.environ.get(TIME_SCALE_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIME_SCALE
+    except ValueError:
+        log.warning("%s=%r is not a number: using %s", TIME_SCALE_ENV, raw, DEFAULT_TIME_SCALE)
+        return DEFAULT_TIME_SCALE
+    return max(value, 0.0)
+
+
 class GitError(Exception):
     """The repository cannot be read."""
+
+
+class RevisionError(GitError):
+    """The application's revision does not resolve to a commit."""
+
+
+class AppPathError(GitError):
+    """The application's path does not exist at the synced commit."""
+
+
+def argo_message(exc: GitError, revision: str, path: str) -> str:
+    """An application-level sync failure in the words ArgoCD reports it on a tenant (issue 16,
+    from SAP's sample notebooks' outputs): "Unable to resolve '<branch>' to a commit SHA",
+    "rpc error: code = Unknown desc = <path>: app path does not exist"."""
+    if isinstance(exc, RevisionError):
+        return f"Unable to resolve '{revision}' to a commit SHA"
+    if isinstance(exc, AppPathError):
+        return f"rpc error: code = Unknown desc = {path}: app path does not exist"
+    return f"rpc error: code = Unknown desc = {exc}"  # unverified wording for other git errors
 
 
 def repo_path(url: str) -> Path:
@@ -84,9 +127,16 @@ def read_templates(url: str, revision: str, path: str) -> tuple[str, list[tuple[
     if not repo.is_dir():
         raise GitError(f"repository {url} does not exist on this machine")
     if revision.startswith("-") or not revision:
-        raise GitError(f"revision {revision!r} is not a git revision")
-    sha = _git(repo, "rev-parse", "--verify", "--end-of-options", f"{revision}^{{commit}}").strip()
+        raise RevisionError(f"revision {revision!r} is not a git revision")
+    try:
+        sha = _git(
+            repo, "rev-parse", "--verify", "--end-of-options", f"{revision}^{{commit}}"
+        ).strip()
+    except GitError as exc:
+        raise RevisionError(str(exc)) from None
     folder = path.strip("/")
+    if folder and folder != "." and not _git(repo, "ls-tree", sha, "--", folder).strip():
+        raise AppPathError(f"{path}: app path does not exist")
     names = _git(
         repo,
         "ls-tree",
@@ -179,8 +229,42 @@ def templates_module() -> Any:
     return templates
 
 
-def lint_messages(report: Any) -> list[str]:
-    return [f"{f.rule}: {f.message}" for f in getattr(report, "errors", [])]
+# The sync's gatekeeper: SAP's documented ServingTemplate rules (the "sap" family of
+# labkit.templates.rules, SAP Help "Serving Templates" and "API Schema Spec
+# ai.sap.com/v1alpha1"), less the rules SAP's own published templates break while they sync and
+# run on tenants (10-byom-oss-llm-ai-core's ollama and llama.cpp templates), and less those that
+# are no sync's concern. The lab's own rules (KServe schema strictness, the runtime's values, the
+# lab's cross-checks, the kserve-container name, STORAGE_URI) stay in `labkit template lint` and
+# step 05.
+SYNC_EXEMPT = {
+    # SAP's ollama template declares no spec.inputs at all.
+    "parameters": "a template may declare no parameters",
+    # The lab's id style (lowercase, hyphens); AI Core takes the AI API's id pattern
+    # ^[\w.-]{4,64}$ (specs/AI_CORE_API.yaml), checked by executable_from: "llama.cpp".
+    "executable-id": "the AI API's id pattern instead",
+    "executable-id-unique": "the sync checks ids across files and applications itself",
+    "binding-unknown": "bindings are a configuration's concern",
+}
+SYNC_EXTRA = ("yaml-parse",)  # a file that is no YAML mapping cannot sync
+
+
+def sync_rules() -> frozenset[str]:
+    """The lint rule codes the sync enforces: the SAP family less ``SYNC_EXEMPT``."""
+    from labkit.templates.rules import registry
+
+    sap = {
+        code
+        for c in registry.checks()
+        if c.fn.__module__.rsplit(".", 1)[-1] == "sap"
+        for code in c.codes
+    }
+    return frozenset(sap - set(SYNC_EXEMPT)) | frozenset(SYNC_EXTRA)
+
+
+def sync_problems(report: Any) -> list[str]:
+    """The errors of a lint report that AI Core's sync would refuse the template for."""
+    gate = sync_rules()
+    return [f"{f.rule}: {f.message}" for f in getattr(report, "errors", []) if f.rule in gate]
 
 
 # --- one file of templates ---------------------------------------------------------------------
@@ -234,7 +318,7 @@ def _sync_doc(
     except Exception as exc:  # a broken template must not stop the sync of the others
         entry.update(status="SyncFailed", message=f"{file}: {exc}")
         return entry
-    problems = lint_messages(report)
+    problems = sync_problems(report)
     if problems:
         entry.update(status="SyncFailed", message=f"{file}: " + "; ".join(problems))
         return entry
@@ -260,11 +344,33 @@ def _sync_doc(
 class GitSync:
     """Syncs applications: one sync per application at a time, in background threads."""
 
-    def __init__(self, store: Store, closing: threading.Event, interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        closing: threading.Event,
+        interval: float,
+        first_sync: float | None = None,
+    ) -> None:
         self.store = store
         self.closing = closing
         self.interval = interval
+        # How long a new application waits for its first sync (its status is 404 until then).
+        self.first_sync = FIRST_SYNC_S * time_scale() if first_sync is None else first_sync
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+    def first_due(self) -> float:
+        """When an application created now gets its first sync (epoch seconds)."""
+        return time.time() + self.first_sync
+
+    def _wait_until_due(self, name: str) -> bool:
+        """Wait for the application's first sync to be due; False when it is gone or the
+        server closes."""
+        with self.store.lock:
+            app = self.store.data["applications"].get(name)
+            due = float(app.get("_dueAt") or 0) if app is not None else None
+        if due is None:
+            return False
+        return not self.closing.wait(max(0.0, due - time.time()))
 
     def schedule(self, name: str) -> None:
         """Sync an application in the background (one sync per application at a time)."""
@@ -291,6 +397,8 @@ class GitSync:
 
     def sync(self, name: str) -> None:
         """Read the application's templates from git and make them scenarios and executables."""
+        if not self._wait_until_due(name):
+            return
         with self._locks[name]:
             with self.store.lock:
                 app = self.store.data["applications"].get(name)
@@ -303,10 +411,12 @@ class GitSync:
             try:
                 sha, files = read_templates(url, revision, path)
                 templates = templates_module()
-            except (GitError, ImportError) as exc:
-                message = f"ComparisonError: {exc}"
-                self._finish(name, started, None, resources, message)
+            except GitError as exc:
+                self._finish(name, started, None, resources, argo_message(exc, revision, path))
                 log.warning("application %s cannot sync: %s", name, exc)
+                return
+            except ImportError as exc:
+                self._finish(name, started, None, resources, f"ComparisonError: {exc}")
                 return
             for file, text in files:
                 resources += sync_file(templates, file, text, found)
@@ -399,8 +509,14 @@ class GitSync:
             if app is None:
                 return
             stamp = iso(now())
+            if sha is None:
+                # ArgoCD cannot compare: the app is Unknown, its resources from an earlier
+                # sync stay up (Healthy); never Degraded (issue 16, SAP's sample outputs).
+                health = "Healthy" if app.get("_sync", {}).get("revision") else "Unknown"
+            else:
+                health = "Degraded" if failed else "Healthy"
             sync = {
-                "healthStatus": "Degraded" if failed else "Healthy",
+                "healthStatus": health,
                 "syncStatus": ("Unknown" if sha is None else "OutOfSync") if failed else "Synced",
                 "message": message,
                 "syncStartedAt": started,

@@ -1,8 +1,11 @@
-"""The local profile's SAP AI Core, a service: labkit.local.aicore.server on 127.0.0.1:<aicore_port>.
+"""The local profile's SAP AI Core, a service: labkit.local.aicore.server on 127.0.0.1:<aicore_port>
+and its token endpoint, labkit.local.aicore.tokens, on a port of its own (<aicore_port> + 1, or
+``LABKIT_AICORE_TOKEN_PORT``), as a tenant's token endpoint is a separate XSUAA host.
 
 `up` writes the service key ``<local_dir>/aicore-service-key.json`` (mode 0600, in the JSON shape
-the BTP cockpit gives; the client secret is generated once and kept) and starts the server in
-the background with the lab's Python. Its state (objects, secrets, deployment logs and models)
+the BTP cockpit gives: ``url`` the token host, ``serviceurls.AI_API_URL`` the API host; the
+client secret is generated once and kept) and starts both programs in the background with the
+lab's Python (``LABKIT_AICORE_TIME_SCALE`` passed on to the server). Its state (objects, secrets, deployment logs and models)
 lives under ``<local_dir>/aicore`` and survives a restart: deployments that were running start
 again. `down` stops the server, which stops every predictor first. SAP's client connects with::
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -40,8 +44,22 @@ _STOP_TIMEOUT_S = 60.0  # the server ends every predictor (SIGTERM, then SIGKILL
 
 
 def aicore_url(cfg: Config) -> str:
-    """Where the local AI Core listens (AI_API_URL and the token URL's base)."""
+    """Where the local AI Core's API listens (the service key's AI_API_URL)."""
     return f"http://127.0.0.1:{cfg.aicore_port}"
+
+
+def token_port(cfg: Config) -> int:
+    """The token endpoint's port: ``aicore_token_port`` (LABKIT_AICORE_TOKEN_PORT) where the
+    configuration has it, else the API's port + 1."""
+    configured = getattr(cfg, "aicore_token_port", None) or os.environ.get(
+        "LABKIT_AICORE_TOKEN_PORT"
+    )
+    return int(configured) if configured else cfg.aicore_port + 1
+
+
+def token_url(cfg: Config) -> str:
+    """Where the token endpoint listens (the service key's ``url``; + /oauth/token)."""
+    return f"http://127.0.0.1:{token_port(cfg)}"
 
 
 def service_key_file(cfg: Config) -> Path:
@@ -54,8 +72,10 @@ def state_dir(cfg: Config) -> Path:
     return cfg.local_dir / "aicore"
 
 
-def ensure_service_key(cfg: Config) -> dict[str, Any]:
-    """The service key file, written on first use (mode 0600); the client secret is kept."""
+def ensure_service_key(cfg: Config, *, auth_url: str | None = None) -> dict[str, Any]:
+    """The service key file, written on first use (mode 0600); the client secret is kept.
+    ``url`` is the token endpoint's host (``auth_url``, else :func:`token_url`), never the
+    API's: a BTP key names XSUAA there."""
     path = service_key_file(cfg)
     url = aicore_url(cfg)
     key: dict[str, Any] = {}
@@ -65,7 +85,7 @@ def ensure_service_key(cfg: Config) -> dict[str, Any]:
         key = {"clientid": CLIENT_ID, "clientsecret": secrets.token_urlsafe(32)}
     wanted = {
         **key,
-        "url": url,
+        "url": auth_url or token_url(cfg),
         "serviceurls": {"AI_API_URL": url},
         "identityzone": "local",
         "identityzoneid": "local",
@@ -110,6 +130,39 @@ def server_argv(cfg: Config) -> list[str]:
     return argv
 
 
+@dataclass
+class _TokenEndpoint(Daemon):
+    """Healthy only when /healthz answers as the local AI Core's token endpoint."""
+
+    def healthy(self, timeout: float = _HEALTH_TIMEOUT_S) -> bool:
+        from labkit.local.aicore.tokens import TOKEN_SERVICE
+
+        try:
+            with LOOPBACK.open(self.health_url, timeout=timeout) as resp:
+                return resp.status == 200 and json.load(resp).get("service") == TOKEN_SERVICE
+        except (OSError, ValueError, AttributeError):
+            return False
+
+
+def token_argv(cfg: Config) -> list[str]:
+    """The command line that runs the token endpoint for this configuration."""
+    return [
+        sys.executable,
+        "-m",
+        "labkit.local.aicore.tokens",
+        "--state-dir", str(state_dir(cfg)),
+        "--service-key", str(service_key_file(cfg)),
+        "--port", str(token_port(cfg)),
+        "--token-ttl", str(cfg.aicore_token_ttl),
+    ]  # fmt: skip
+
+
+def _server_env(cfg: Config) -> dict[str, str]:
+    """The server's environment: the time scale of the configuration, where it has one."""
+    scale = getattr(cfg, "aicore_time_scale", None)
+    return {} if scale is None else {"LABKIT_AICORE_TIME_SCALE": str(scale)}
+
+
 def _daemon(cfg: Config) -> _AICore:
     return _AICore(
         name="aicore",
@@ -118,12 +171,26 @@ def _daemon(cfg: Config) -> _AICore:
         health_url=aicore_url(cfg) + "/healthz",
         cwd=cfg.root,
         start_timeout=60.0,
+        env=_server_env(cfg),
+    )
+
+
+def _token_daemon(cfg: Config) -> _TokenEndpoint:
+    return _TokenEndpoint(
+        name="aicore-token",
+        argv=token_argv(cfg),
+        run_dir=cfg.local_dir,
+        health_url=token_url(cfg) + "/healthz",
+        cwd=cfg.root,
+        start_timeout=60.0,
     )
 
 
 def up(cfg: Config, *, progress: bool = True) -> None:
     """`labkit local up`: write the service key and start the server (quick when it runs)."""
     from tqdm.auto import tqdm
+
+    from labkit.local.aicore.tokens import token_key
 
     entrypoint = cfg.root / "runtime" / "entrypoint.py"
     if not entrypoint.is_file():
@@ -138,13 +205,17 @@ def up(cfg: Config, *, progress: bool = True) -> None:
         )
     with (
         service_lock(cfg.local_dir / "aicore.lock"),
-        tqdm(total=2, desc="aicore", disable=not progress, leave=False) as bar,
+        tqdm(total=3, desc="aicore", disable=not progress, leave=False) as bar,
     ):
         bar.set_description_str("aicore: service key")
         ensure_service_key(cfg)
+        state_dir(cfg).mkdir(parents=True, exist_ok=True)
+        token_key(state_dir(cfg))  # made once, before the two programs that share it start
+        bar.update()
+        bar.set_description_str("aicore: token endpoint")
+        _token_daemon(cfg).start()
         bar.update()
         bar.set_description_str("aicore: start")
-        state_dir(cfg).mkdir(parents=True, exist_ok=True)
         _daemon(cfg).start()
         bar.update()
 
@@ -154,6 +225,7 @@ def down(cfg: Config) -> None:
     from labkit.local.aicore.processes import kill_recorded
 
     _daemon(cfg).stop(grace=_STOP_TIMEOUT_S)
+    _token_daemon(cfg).stop()
     # A server killed before it ended its predictors leaves them recorded: end them too.
     for dep in _deployments(cfg):
         if dep.get("_process"):
@@ -179,6 +251,14 @@ def status(cfg: Config) -> ServiceStatus:
         return ServiceStatus(
             "aicore", url, False, f"pid {pid} does not answer /healthz: see {daemon.log_file}"
         )
+    token = _token_daemon(cfg)
+    if not token.healthy():
+        return ServiceStatus(
+            "aicore",
+            url,
+            False,
+            f"the token endpoint {token_url(cfg)} does not answer: see {token.log_file}",
+        )
     deployments = _deployments(cfg)
     running = sum(1 for d in deployments if d.get("status") == "RUNNING")
     how = cfg.aicore_runner
@@ -189,6 +269,6 @@ def status(cfg: Config) -> ServiceStatus:
         url,
         True,
         f"pid {pid}, {len(deployments)} deployment{'' if len(deployments) == 1 else 's'} "
-        f"({running} running), predictors: {how}; "
+        f"({running} running), predictors: {how}; token endpoint {token_url(cfg)}; "
         f"service key {service_key_file(cfg)}",
     )

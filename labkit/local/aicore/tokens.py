@@ -1,8 +1,15 @@
 """The local AI Core's OAuth token endpoint and the bearer tokens every /v2 call must carry.
 
 ``POST /oauth/token``: client credentials (form fields or HTTP Basic) from the service key give
-an HS256-signed JWT that expires after ``--token-ttl`` seconds; wrong credentials get 401.
-The signing key lives with the state, so tokens stay valid across a restart.
+an HS256-signed JWT that expires after ``--token-ttl`` seconds (7200 by default: ``expires_in``
+7199, as SAP's "Get an Auth Token" page shows); wrong credentials get 401. The signing key
+lives with the state, so tokens stay valid across a restart.
+
+The endpoint is a program of its own on its own port (``python -m labkit.local.aicore.tokens``,
+started by :mod:`labkit.local.aicore.launch`), as a tenant's token endpoint is XSUAA's host, not
+the AI API's: the service key's ``url`` names it and ``serviceurls.AI_API_URL`` the API, and a
+key with the two swapped fails here as it does there. The API app checks the tokens with the
+same key (``token.key`` in the state folder) and serves no ``/oauth/token`` itself.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
@@ -28,6 +35,9 @@ from labkit.local.aicore.deps import core_of
 from labkit.util.fs import atomic_write_bytes
 
 TOKEN_PATH = "/oauth/token"
+# SAP Help, "Get an Auth Token": the answer carries "expires_in": 7199 (XSUAA's 12-hour default
+# is not what an AI Core service key's client gets). SAP's client re-fetches under 60 minutes left.
+DEFAULT_TOKEN_TTL_S = 7200
 
 
 def read_service_key(path: Path) -> dict[str, Any]:
@@ -148,12 +158,20 @@ def client_credentials(request: Request, form: Mapping[str, str]) -> tuple[str, 
     return None
 
 
+# The API app includes this router: it has no routes, since the token endpoint is the token
+# app's alone (a tenant's AI API host answers no /oauth/token).
 router = APIRouter()
+token_router = APIRouter()
 
 
-@router.post(TOKEN_PATH)
+def _tokens_of(request: Request) -> Tokens:
+    tokens = getattr(request.app.state, "tokens", None)
+    return tokens if tokens is not None else core_of(request).tokens
+
+
+@token_router.post(TOKEN_PATH)
 async def token(request: Request) -> JSONResponse:
-    core = core_of(request)
+    tokens = _tokens_of(request)
     raw = (await request.body()).decode("utf-8", "replace")
     form = {k: v[-1] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
     for key, value in request.query_params.items():
@@ -167,12 +185,71 @@ async def token(request: Request) -> JSONResponse:
             status_code=400,
         )
     creds = client_credentials(request, form)
-    if creds is None or not core.tokens.credentials_ok(*creds):
+    if creds is None or not tokens.credentials_ok(*creds):
         return JSONResponse(
             {"error": "unauthorized", "error_description": "Bad credentials"},
             status_code=401,
             headers={"WWW-Authenticate": 'Basic realm="UAA/client"'},
         )
-    return JSONResponse(
-        core.tokens.issue(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+    return JSONResponse(tokens.issue(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def _healthz(request: Request) -> dict[str, Any]:
+    return {"status": "READY", "service": TOKEN_SERVICE}
+
+
+TOKEN_SERVICE = "labkit-local-aicore-token"
+
+
+def tokens_from(state_dir: Path, service_key_file: Path, issuer: str, ttl: int) -> Tokens:
+    """The tokens of the service key in ``service_key_file``, signed with the state's key."""
+    key = read_service_key(service_key_file)
+    return Tokens(
+        token_key(state_dir),
+        str(key["clientid"]),
+        SecretStr(str(key["clientsecret"])),
+        issuer,
+        ttl,
     )
+
+
+def create_token_app(tokens: Tokens) -> FastAPI:
+    """The token endpoint's own ASGI app (``POST /oauth/token``, ``/healthz``)."""
+    app = FastAPI(
+        title="labkit local AI Core token endpoint",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.tokens = tokens
+    app.include_router(token_router)
+    app.add_api_route("/healthz", _healthz, methods=["GET"])
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the token endpoint until SIGTERM (``python -m labkit.local.aicore.tokens``)."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit.local.aicore.tokens", description=main.__doc__
+    )
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--service-key", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token-ttl", type=int, default=DEFAULT_TOKEN_TTL_S)
+    args = parser.parse_args(argv)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    issuer = f"http://{args.host}:{args.port}{TOKEN_PATH}"
+    app = create_token_app(tokens_from(args.state_dir, args.service_key, issuer, args.token_ttl))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
