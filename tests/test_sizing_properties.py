@@ -275,6 +275,8 @@ def size_or_error(model: Any, **opts: Any) -> SizingReport | None:
 @example(config={**LLAMA3_8B, "max_position_embeddings": math.inf})
 @example(config={**LLAMA3_8B, "model_max_length": 0})
 @example(config={**LLAMA3_8B, "max_position_embeddings": 0.5})
+@example(config={**LLAMA3_8B, "max_position_embeddings": 10**400})
+@example(config={**MPT_GQA, "expansion_ratio": 10**400})
 @example(config={**MPT_GQA, "attn_config": ["kv_n_heads", 8]})
 @example(config={**MPT_GQA, "expansion_ratio": "4"})
 @example(config={**FALCON_40B, "ffn_hidden_size": "x"})
@@ -382,6 +384,7 @@ def test_valid_configs_still_size_as_before():
         ({"weights_gib": math.inf}, "weights_gib inf"),
         ({"weights_gib": math.nan}, "weights_gib nan"),
         ({"kv_cache_gib": 1e300}, "kv_cache_gib 1e+300"),
+        ({"weights_gib": 10**400}, "weights_gib"),
         ({"gpus": 2**31, "gpu_memory_gib": 80.0}, "gpus 2147483648 is more than vLLM takes"),
         ({"block_size": 2**64}, "block_size"),
         ({"max_model_len": 2**40}, "max_model_len"),
@@ -527,3 +530,80 @@ def test_cli_values_argparse_refuses_exit_2(capsys, tmp_path_factory, flag, valu
     out, err = capsys.readouterr()
     assert info.value.code == 2 and out == "" and "Traceback" not in err
     assert err.rstrip("\n").splitlines()[-1].startswith("labkit size: error: ")
+
+
+# --- --plans-file: generated TOML -------------------------------------------------------
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+toml_junk = st.one_of(
+    st.integers(-3, 10),
+    st.sampled_from([2**31, 2**63 - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.booleans(),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@st.composite
+def plans_files(draw) -> str:
+    """A plans TOML with a GPU type and two plans, some values replaced by junk."""
+    gpu = {"usable_gib": 44.4, "compute_capability": 8.9}
+    gpu_plan = {"name": "team.l40s", "order": 75, "gpus": 1, "gpu": "L40S", "cpus": 8}
+    cpu_plan = {"name": "team.cpu", "order": 5, "gpus": 0, "memory_gb": 16}
+    for table in (gpu, gpu_plan, cpu_plan):
+        for key in draw(st.lists(st.sampled_from([*table, "memory_gb", "memory_gib"]), max_size=2)):
+            table[key] = draw(toml_junk)
+    lines = ["[gpus.L40S]", *(f"{k} = {_toml(v)}" for k, v in gpu.items())]
+    for plan in (gpu_plan, cpu_plan):
+        lines += ["", "[[plans]]", *(f"{k} = {_toml(v)}" for k, v in plan.items())]
+    return "\n".join(lines) + "\n"
+
+
+@given(text=plans_files())
+@example(text="[gpus.L40S]\nusable_gib = nan\ncompute_capability = 8.9\n")
+@example(text='[gpus.L40S]\nusable_gib = "x"\ncompute_capability = 8.9\n')
+@example(text='[[plans]]\nname = "x"\norder = 1\ngpus = -2\nmemory_gb = 4\n')
+@example(text='[[plans]]\nname = "x"\norder = 1\nmemory_gb = inf\n')
+@example(text='[[plans]]\nname = "x"\norder = 1\nmemory_gb = 4\ncpus = "many"\n')
+@example(text="gpus = 5\n")
+@example(text="plans = 5\n")
+@example(text='[plans]\nname = "x"\n')
+def test_any_plans_file_gives_a_catalogue_or_one_line(tmp_path_factory, text):
+    path = tmp_path_factory.getbasetemp() / "plans.toml"
+    path.write_text(text)
+    try:
+        catalogue = sizing.load_catalogue(path)
+    except LabError as exc:
+        assert isinstance(exc, SizingError)
+        assert_one_line(exc)
+        return
+    assert catalogue._repr_html_()
+    size_or_error(spec(SMOLLM2_135M), catalogue=catalogue)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[gpus.L40S]\nusable_gib = nan\ncompute_capability = 8.9\n",
+        '[[plans]]\nname = "x"\norder = 1\ngpus = "two"\n',
+        "plans = 5\n",
+    ],
+)
+def test_cli_bad_plans_file_is_one_line(tmp_path, capsys, text):
+    config, plans = tmp_path / "config.json", tmp_path / "plans.toml"
+    config.write_text(json.dumps(SMOLLM2_135M))
+    plans.write_text(text)
+    assert_cli_error(*run_cli(capsys, str(config), "--plans-file", str(plans)))

@@ -73,7 +73,7 @@ def flag(name: str, cfg: Mapping[str, Any], key: str, default: bool | None = Non
 def positive_number(name: str, key: str, value: Any) -> float:
     """A finite number above zero (int or float)."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if number and math.isfinite(value) and 0 < value <= _MAX_COUNT:
+    if number and 0 < value <= _MAX_COUNT and math.isfinite(value):  # huge ints: no float
         return value
     raise ModelError(
         f"config.json of {name} has {key} = {show(value)}, not a positive number", _FIX

@@ -132,9 +132,9 @@ def check_count(label: str, value: int | None) -> None:
 
 def check_gib(label: str, value: float | None) -> None:
     """A memory option is a finite number of GiB, at most 1 PiB (NaN and inf are not sizes)."""
-    if value is not None and not (math.isfinite(value) and value <= _MAX_GIB):
+    if value is not None and not (value <= _MAX_GIB and math.isfinite(value)):
         raise SizingError(
-            f"{label} {value} is not a memory size",
+            f"{label} {show(value)} is not a memory size",
             f"give --{_flag(label)} as GiB, {_MAX_GIB:g} or less",
         )
 

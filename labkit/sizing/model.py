@@ -257,7 +257,7 @@ def _check_kv_heads(spec: ModelSpec, key: str, kv_heads: int, heads: int) -> int
 
 def _length(spec: ModelSpec, key: str, value: int | float) -> int | float:
     """A context length key's value: a number vLLM can take (not NaN, inf, true or absurd)."""
-    if isinstance(value, bool) or not (math.isfinite(value) and 1 <= value <= _MAX_COUNT):
+    if isinstance(value, bool) or not (1 <= value <= _MAX_COUNT and math.isfinite(value)):
         raise ModelError(
             f"config.json of {spec.name} has {key} = {fields.show(value)}, which no model has",
             f"fix config.json ({key} is a number of tokens up to {_MAX_COUNT})",
