@@ -65,3 +65,7 @@ _MAX_LEN_KEYS = (
 )
 # fmt: on
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+# The largest count (layers, heads, sizes, tokens, GPUs) sizing takes: vLLM keeps them in int32.
+_MAX_COUNT = 2**31 - 1
+# The most GiB a memory figure (--gpu-memory-gib, --weights-gib, ...) may give: 1 PiB.
+_MAX_GIB = float(2**20)

@@ -11,7 +11,14 @@ import os
 
 from labkit.errors import SizingError
 from labkit.sizing.constants import _DTYPE_FLAG, _QUANT_MIN_CC, GiB
-from labkit.sizing.inputs import _Device, _device_for_plan, _Options, _options
+from labkit.sizing.inputs import (
+    _Device,
+    _device_for_plan,
+    _Options,
+    _options,
+    check_count,
+    check_gib,
+)
 from labkit.sizing.loading import load_model_config
 from labkit.sizing.memory import (
     _Batch,
@@ -244,6 +251,8 @@ def _check_device_choice(plan: str | None, gpus: int | None, gpu_memory_gib: flo
         raise SizingError(
             "gpu_memory_gib must be positive", "give the usable memory per GPU in GiB"
         )
+    check_count("gpus", gpus)
+    check_gib("gpu_memory_gib", gpu_memory_gib)
 
 
 def _verdicts(per_plan: list[tuple[Plan, SizingReport]]) -> list[PlanVerdict]:
@@ -354,6 +363,7 @@ def size(
         if isinstance(model, ModelSpec)
         else load_model_config(model, revision=revision, token=token)
     )
+    spec.check()
 
     weights_cache: dict[str, tuple[int, str]] = {}
     per_plan = [

@@ -6,10 +6,12 @@ the settings are vLLM's flags plus measured figures that replace the estimates.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from labkit.errors import SizingError
-from labkit.sizing.constants import _KV_DTYPE_BYTES, GiB
+from labkit.sizing.constants import _KV_DTYPE_BYTES, _MAX_COUNT, _MAX_GIB, GiB
+from labkit.sizing.fields import show
 from labkit.sizing.model import _canonical_dtype
 from labkit.sizing.plans import Catalogue, Plan
 
@@ -71,6 +73,14 @@ def _options(
         raise SizingError(
             "max_num_batched_tokens must be at least 1", "give a positive --max-num-batched-tokens"
         )
+    counts = {
+        "tp": tp,
+        "max_model_len": max_model_len,
+        "block_size": block_size,
+        "max_num_batched_tokens": max_num_batched_tokens,
+    }
+    for label, value in counts.items():
+        check_count(label, value)
     if not 0 < gpu_memory_utilization <= 1:
         raise SizingError(
             f"gpu_memory_utilization must be in (0, 1], not {gpu_memory_utilization}",
@@ -86,10 +96,12 @@ def _options(
             raise SizingError(
                 f"{label} must not be negative", f"give --{label.replace('_', '-')} >= 0"
             )
+        check_gib(label, value)
     if kv_cache_gib is not None and kv_cache_gib <= 0:
         raise SizingError(
             "kv_cache_gib must be positive", "give --kv-cache-gib > 0, or leave it out"
         )
+    check_gib("kv_cache_gib", kv_cache_gib)
 
     def to_bytes(gib: float | None) -> int | None:
         return None if gib is None else int(gib * GiB)
@@ -107,6 +119,28 @@ def _options(
         kv_cache_bytes=to_bytes(kv_cache_gib),
         block_size=block_size,
     )
+
+
+def check_count(label: str, value: int | None) -> None:
+    """A count option (tp, tokens, GPUs) is at most what vLLM holds in an int32."""
+    if value is not None and value > _MAX_COUNT:
+        raise SizingError(
+            f"{label} {show(value)} is more than vLLM takes",
+            f"give --{_flag(label)} {_MAX_COUNT:,} or less",
+        )
+
+
+def check_gib(label: str, value: float | None) -> None:
+    """A memory option is a finite number of GiB, at most 1 PiB (NaN and inf are not sizes)."""
+    if value is not None and not (value <= _MAX_GIB and math.isfinite(value)):
+        raise SizingError(
+            f"{label} {show(value)} is not a memory size",
+            f"give --{_flag(label)} as GiB, {_MAX_GIB:g} or less",
+        )
+
+
+def _flag(label: str) -> str:
+    return label.replace("_", "-")
 
 
 def _device_for_plan(catalogue: Catalogue, plan: Plan) -> _Device:

@@ -55,7 +55,8 @@ def _valid_repo_id(text: str) -> bool:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError: a number of over 4300 digits; RecursionError: arrays nested too deep.
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelError(
             f"cannot read {path} as JSON ({exc})", "point at the model's config.json"
         ) from exc
@@ -84,7 +85,7 @@ def read_safetensors_header(path: str | os.PathLike) -> list[TensorSpec]:
     try:
         header = json.loads(raw)
         tensors = [
-            TensorSpec(name, str(info["dtype"]), math.prod(int(d) for d in info["shape"]))
+            TensorSpec(name, str(info["dtype"]), math.prod(_dim(d) for d in info["shape"]))
             for name, info in header.items()
             if name != "__metadata__"
         ]
@@ -95,9 +96,20 @@ def read_safetensors_header(path: str | os.PathLike) -> list[TensorSpec]:
         TypeError,
         ValueError,
         AttributeError,
+        OverflowError,
+        RecursionError,
     ) as exc:
         raise ModelError(f"{bad} (header: {exc})", "re-download it") from exc
+    if any(t.numel >= 1 << 64 for t in tensors):  # more than the file's u64 offsets address
+        raise ModelError(f"{bad} (a tensor larger than a file can hold)", "re-download it")
     return tensors
+
+
+def _dim(value: object) -> int:
+    dim = int(value)  # type: ignore[call-overload]
+    if dim < 0 or dim >= 1 << 64:
+        raise ValueError("a shape has a dimension below 0 or above 2**64")
+    return dim
 
 
 def _load_folder(folder: Path) -> ModelSpec:

@@ -43,7 +43,9 @@ class _Precision:
 
 
 def _cc_text(device: _Device) -> str:
-    return f"{device.gpu_type or 'this GPU'} (compute capability {device.compute_capability:g})"
+    cc = device.compute_capability
+    known = "unknown" if cc is None else f"{cc:g}"
+    return f"{device.gpu_type or 'this GPU'} (compute capability {known})"
 
 
 def _supported_dtypes(device: _Device, model_type: str) -> list[str]:
@@ -67,9 +69,11 @@ def _resolve_dtype(
         config_dtype = spec.config_dtype or "float32"
         chosen = preferred if config_dtype == "float32" else config_dtype
         if chosen not in supported:
-            notes.append(
-                f"{_cc_text(device)} has no {chosen}: --dtype auto falls back to {preferred}"
-            )
+            if chosen == "float16" and spec.model_type in _FP16_UNSUPPORTED:
+                why = f"model type {spec.model_type} is unstable in float16"
+            else:
+                why = f"{_cc_text(device)} has no {chosen}"
+            notes.append(f"{why}: --dtype auto falls back to {preferred}")
             chosen = preferred
         return chosen
     if wanted not in supported:
@@ -100,7 +104,8 @@ def _precision(
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def _tensor_parallel(

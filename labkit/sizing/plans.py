@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import SizingError
-from labkit.sizing.constants import GB, GiB
+from labkit.sizing.constants import _MAX_COUNT, _MAX_GIB, GB, GiB
+from labkit.sizing.fields import show
 from labkit.util.html import esc, table
 
 
@@ -312,6 +313,39 @@ def _plans_from_toml(
     return plans, gpus
 
 
+def _check_plans(plans: list[Plan], gpus: Mapping[str, GpuType], path: Path) -> None:
+    """Numbers a plans file may well-type and still get impossible: NaN, inf, zero, negative."""
+
+    def bad(what: str, hint: str) -> SizingError:
+        return SizingError(f"plans file {path}: {what}", hint)
+
+    for g in gpus.values():
+        if not (math.isfinite(g.usable_gib) and 0 < g.usable_gib <= _MAX_GIB):
+            raise bad(
+                f"GPU type {g.name!r} has usable_gib {g.usable_gib}", "give its GiB, e.g. 22.3"
+            )
+        if not (math.isfinite(g.compute_capability) and 0 < g.compute_capability < 100):
+            raise bad(
+                f"GPU type {g.name!r} has compute_capability {g.compute_capability}",
+                "give it as NVIDIA lists it, e.g. 8.6",
+            )
+    for p in plans:
+        if not 0 <= p.gpus <= _MAX_COUNT:
+            raise bad(f"plan {p.name!r} has {p.gpus} GPUs", "give gpus = 0 (CPU) or more")
+        cpus_ok = p.cpus is None or (
+            isinstance(p.cpus, int | float) and not isinstance(p.cpus, bool) and 0 <= p.cpus < 1e6
+        )
+        if not cpus_ok:
+            raise bad(f"plan {p.name!r} has cpus = {show(p.cpus)}", "give the number of CPUs")
+        if not math.isfinite(p.order):
+            raise bad(f"plan {p.name!r} has order {p.order}", "give a finite number")
+        if p.memory_bytes is not None and not 0 < p.memory_bytes <= _MAX_GIB * GiB:
+            raise bad(
+                f"plan {p.name!r} has {p.memory_bytes} bytes of memory",
+                "give memory_gb as a positive number",
+            )
+
+
 def load_catalogue(extra: str | os.PathLike | None = None) -> Catalogue:
     """The shipped plan catalogue, plus the plans and GPU types of an optional user TOML."""
     shipped = tomllib.loads(
@@ -323,10 +357,18 @@ def load_catalogue(extra: str | os.PathLike | None = None) -> Catalogue:
         path = Path(extra)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        # ValueError: TOMLDecodeError, or an integer of over 4300 digits.
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise SizingError(
                 f"cannot read plans file {path} ({exc})", "give a TOML file of [[plans]]"
             ) from exc
-        more, more_gpus = _plans_from_toml(data, str(path), catalogue.gpu_types)
+        try:
+            more, more_gpus = _plans_from_toml(data, str(path), catalogue.gpu_types)
+        except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # a wrong type
+            raise SizingError(
+                f"plans file {path} is malformed ({type(exc).__name__}: {exc})",
+                "give [gpus.NAME] tables and [[plans]] entries as labkit/resource_plans.toml does",
+            ) from exc
+        _check_plans(more, more_gpus, path)
         catalogue = catalogue.with_plans(more, more_gpus)
     return catalogue

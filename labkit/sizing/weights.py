@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from labkit.errors import ModelError
+from labkit.sizing import fields
 from labkit.sizing.constants import (
     _FALCON,
     _LLAMA_LIKE,
@@ -53,64 +54,71 @@ def _count_params(spec: ModelSpec) -> _Params | None:
     cfg, mt = spec._text, spec.model_type
     L, H, nh, V = spec.num_layers, spec.hidden_size, spec.num_attention_heads, spec.vocab_size
     I = spec.intermediate_size  # noqa: E741
-    tied = cfg.get("tie_word_embeddings", _TIED_BY_DEFAULT.get(mt, True))
+
+    def flag(key: str, default: bool | None = None) -> bool:
+        return fields.flag(spec.name, cfg, key, default)
+
+    def count(key: str, default: int) -> int:
+        return fields.count_or(spec.name, cfg, key, default)
+
+    tied = flag("tie_word_embeddings", _TIED_BY_DEFAULT.get(mt, True))
     lm_head = 0 if tied else V * H
     if mt in _LLAMA_LIKE:
         nkv, hd = spec.total_kv_heads, spec.head_size
         q, kv = nh * hd, nkv * hd
         linear = [(H, q, L), (H, kv, 2 * L), (q, H, L), (H, I, 2 * L), (I, H, L)]
         per_layer = 2 * H
-        if mt == "qwen2" or cfg.get("attention_bias"):
+        if mt == "qwen2" or flag("attention_bias"):
             per_layer += q + 2 * kv  # Qwen2 always has q/k/v biases
-        if cfg.get("attention_bias"):
+        if flag("attention_bias"):
             per_layer += H  # Llama's attention_bias covers o_proj too
-        if cfg.get("mlp_bias"):
+        if flag("mlp_bias"):
             per_layer += 2 * I + H
         if mt == "qwen3":
             per_layer += 2 * hd  # q_norm, k_norm
         return _Params(linear, V * H + L * per_layer + H + lm_head)
     if mt in _FALCON:
         hd = H // nh
-        if cfg.get("new_decoder_architecture"):
-            nkv = int(cfg.get("num_kv_heads") or cfg.get("n_head_kv") or nh)
-        elif cfg.get("multi_query"):
+        if flag("new_decoder_architecture"):
+            nkv = count("num_kv_heads", 0) or count("n_head_kv", nh)
+        elif flag("multi_query"):
             nkv = 1
         else:
             nkv = nh
         qkv = (nh + 2 * nkv) * hd
-        ffn = int(cfg.get("ffn_hidden_size") or 4 * H)
+        ffn = count("ffn_hidden_size", 4 * H)
         linear = [(H, qkv, L), (H, H, L), (H, ffn, L), (ffn, H, L)]
-        if cfg.get("new_decoder_architecture"):
-            norms = 2 * H * int(cfg.get("num_ln_in_parallel_attn") or 2)
+        if flag("new_decoder_architecture"):
+            norms = 2 * H * count("num_ln_in_parallel_attn", 2)
         else:
-            norms = 2 * H * (1 if cfg.get("parallel_attn", True) else 2)
-        bias = qkv + H + ffn + H if cfg.get("bias") else 0
+            norms = 2 * H * (1 if flag("parallel_attn", True) else 2)
+        bias = qkv + H + ffn + H if flag("bias") else 0
         return _Params(linear, V * H + L * (norms + bias) + 2 * H + lm_head)
     if mt == "gpt2":
-        P = int(cfg.get("n_positions") or 1024)
+        P = count("n_positions", 1024)
         linear = [(H, 3 * H, L), (H, H, L), (H, I, L), (I, H, L)]
         per_layer = 4 * H + 3 * H + H + I + H
         return _Params(linear, V * H + P * H + L * per_layer + 2 * H)
     if mt == "opt":
-        E = int(cfg.get("word_embed_proj_dim") or H)
-        P = int(cfg.get("max_position_embeddings") or 2048) + 2  # OPT offsets positions by 2
+        E = count("word_embed_proj_dim", H)
+        P = count("max_position_embeddings", 2048) + 2  # OPT offsets positions by 2
         linear = [(H, H, 4 * L), (H, I, L), (I, H, L)]
         if E != H:
             linear += [(E, H, 1), (H, E, 1)]
         per_layer = 4 * H + I + H + 4 * H
-        final_norm = 2 * H if cfg.get("do_layer_norm_before", True) else 0
-        lm = 0 if cfg.get("tie_word_embeddings", True) else V * E
+        final_norm = 2 * H if flag("do_layer_norm_before", True) else 0
+        lm = 0 if flag("tie_word_embeddings", True) else V * E
         return _Params(linear, V * E + P * H + L * per_layer + final_norm + lm)
     if mt == "gpt_neox":
         linear = [(H, 3 * H, L), (H, H, L), (H, I, L), (I, H, L)]
-        bias = 3 * H + H if cfg.get("attention_bias", True) else 0
+        bias = 3 * H + H if flag("attention_bias", True) else 0
         per_layer = 4 * H + bias + I + H
         return _Params(linear, V * H + L * per_layer + 2 * H + lm_head)
     if mt == "mpt":
         hd = H // nh
         qkv = H + 2 * spec.total_kv_heads * hd
         linear = [(H, qkv, L), (H, H, L), (H, I, L), (I, H, L)]
-        no_bias = cfg.get("no_bias", True)
+        no_bias = flag("no_bias", True)
         per_layer = 2 * H if no_bias else 4 * H + qkv + H + I + H
         return _Params(linear, V * H + L * per_layer + (H if no_bias else 2 * H))
     return None
@@ -130,8 +138,19 @@ def _estimate_weights(spec: ModelSpec, dtype_bytes: int) -> int:
         return other + sum(i * o * n for i, o, n in params.linear) * dtype_bytes
     q = spec.quantization or {}
     if method in ("awq", "gptq"):
-        bits = int(q.get("bits") or q.get("w_bit") or 4)
+        bits = fields.count_or(spec.name, q, "bits", 0) or fields.count_or(spec.name, q, "w_bit", 4)
         group = q.get("group_size", q.get("q_group_size", 128))
+        if group is not None and not fields.is_whole(group):
+            raise ModelError(
+                f"quantization_config of {spec.name} has group_size = {fields.show(group)}, "
+                "not a whole number",
+                "fix config.json (-1 or a positive group size, e.g. 128)",
+            )
+        if bits > 32:
+            raise ModelError(
+                f"quantization_config of {spec.name} has bits = {bits}, more than a weight has",
+                "fix config.json (AWQ and GPTQ use 2, 3, 4 or 8 bits)",
+            )
         total = 0
         for i, o, n in params.linear:
             groups = 1 if not group or group < 0 else math.ceil(i / group)
