@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -254,3 +255,156 @@ def test_buildah_runs_the_pushed_image(
         assert f"labkit-aicore-{dep_id}" not in containers
     finally:
         emu.stop()
+
+
+# --- the kubelet's ways, with a stand-in predictor (fast: no registry, S3 or vLLM) -------------
+
+# A predictor that crashes on its first start once it answered /health (when CRASH_ONCE names a
+# file), or at once (without it), printing why.
+_PREDICTOR = """
+import http.server, os, sys
+flag = os.environ.get("CRASH_ONCE")
+if not flag:
+    print("boom: the model does not load", flush=True)
+    sys.exit(3)
+first = not os.path.exists(flag)
+open(flag, "a").close()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+        if first:
+            os._exit(4)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+class _Events:
+    """What a runner tells the server, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.lines: list[str] = []
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def phase(self, message: str) -> None:
+        self.calls.append(("phase", message))
+
+    def pending(self, message: str, details: dict[str, Any]) -> None:
+        self.calls.append(("pending", (message, details)))
+
+    def running(self, port: int) -> None:
+        self.calls.append(("running", port))
+
+    def dead(self, reason: str, message: str) -> None:
+        self.calls.append(("dead", (reason, message)))
+
+    def process(self, info: Any) -> None:
+        pass
+
+    def object_store(self, name: str) -> None:
+        return None
+
+    def docker_config(self, name: str) -> None:
+        return None
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.calls if kind != "phase"]
+
+    def pendings(self) -> list[tuple[str, dict[str, Any]]]:
+        return [value for kind, value in self.calls if kind == "pending"]
+
+
+def _runner(tmp_path: Path, *, env: dict[str, str] | None = None, secrets: list[str] | None = None,
+            scale: float = 0.005) -> tuple[Any, _Events]:  # fmt: skip
+    from labkit.local.aicore.runner import Runner
+
+    script = tmp_path / "predictor.py"
+    script.write_text(_PREDICTOR)
+    settings = runspec_mod.RunnerSettings(
+        mode="host", python=sys.executable, entrypoint=script, start_timeout=0.01,
+        time_scale=scale,
+    )  # fmt: skip
+    spec = runspec_mod.RunSpec(
+        image="registry.example/lab/aicore-vllm:v1", env=env or {}, container_port=8080,
+        image_pull_secrets=secrets or [],
+    )  # fmt: skip
+    events = _Events()
+    runner = Runner("dtest00000000001", spec, tmp_path / "work", settings, events)
+    return runner, events
+
+
+def test_a_crashing_predictor_restarts_with_back_off_then_goes_dead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, items 5 and 10: Kubernetes restarts a crashing container with back-off
+    (CrashLoopBackOff, the restarts in statusDetails, the deployment PENDING); DEAD only when
+    Knative's progress deadline (600 s, scaled) has passed."""
+    from labkit.local.aicore import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "check_image", lambda image, auths: "sha256:0")
+    runner, events = _runner(tmp_path)
+    runner.start()
+    wait_for(lambda: "dead" in events.kinds(), "the progress deadline")
+    runner.stop()
+    pendings = events.pendings()
+    assert len(pendings) >= 2 and events.kinds()[-1] == "dead", events.calls
+    counts = [d["restartCount"] for _, d in pendings]
+    assert counts == list(range(1, len(counts) + 1))
+    message, details = pendings[-1]
+    assert details["reason"] == "CrashLoopBackOff" and "CrashLoopBackOff" in message
+    assert "restarting failed container=kserve-container" in details["message"]
+    assert "boom" in details["lastState"]["terminated"]["message"]
+    reason, why = events.calls[-1][1]
+    assert reason == "ProgressDeadlineExceeded" and "boom" in why
+    assert sum("boom" in line for line in events.lines) == len(counts) + 1  # each start's output
+
+
+def test_a_predictor_that_crashes_after_it_ran_is_restarted_and_runs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labkit.local.aicore import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "check_image", lambda image, auths: "sha256:0")
+    runner, events = _runner(tmp_path, env={"CRASH_ONCE": str(tmp_path / "crashed")}, scale=0.01)
+    runner.start()
+    try:
+        wait_for(lambda: events.kinds().count("running") == 2, "RUNNING again after the crash")
+    finally:
+        runner.stop()
+    assert events.kinds() == ["running", "pending", "running"], events.calls
+    assert events.pendings()[0][1]["restartCount"] == 1
+
+
+def test_an_image_that_cannot_be_pulled_stays_pending_with_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, item 4 (SAP docs, Troubleshooting > Deployment: "Deployment remains in status
+    PENDING"): a failed pull is retried with back-off, never DEAD; the reason and the missing
+    pull secret are events in statusDetails, not log lines."""
+    from labkit.local.aicore import runner as runner_mod
+    from labkit.local.aicore.runspec import RunFailed
+
+    tries = []
+
+    def refuse(image: Any, auths: Any) -> str:
+        tries.append(image)
+        raise RunFailed("ErrImagePull", f"failed to resolve reference {image}: not found")
+
+    monkeypatch.setattr(runner_mod, "check_image", refuse)
+    runner, events = _runner(tmp_path, secrets=["labkit-registry"])
+    runner.start()
+    try:
+        wait_for(lambda: len(tries) >= 4, "the pull's retries")
+    finally:
+        runner.stop()
+    assert set(events.kinds()) == {"pending"}, events.calls
+    first, later = events.pendings()[0], events.pendings()[-1]
+    assert first[1]["reason"] == "ErrImagePull" and later[1]["reason"] == "ImagePullBackOff"
+    assert later[1]["message"] == 'Back-off pulling image "registry.example/lab/aicore-vllm:v1"'
+    assert 'secret "labkit-registry" not found' in later[0]
+    reasons = [e["reason"] for e in later[1]["events"]]
+    assert reasons == ["FailedToRetrieveImagePullSecret", "Failed", "BackOff"]
+    assert not any("pull" in line or "labkit-registry" in line for line in events.lines)

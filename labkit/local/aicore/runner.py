@@ -81,6 +81,7 @@ from labkit.util.fs import atomic_write_json
 from labkit.util.net import free_port
 
 _POLL_S = 1.0
+_READY_POLL_S = 0.25  # a predictor that exits at once is restarted after a short back-off
 _PULL_TIMEOUT_S = 1800.0
 _UNPACK_TIMEOUT_S = 1800.0
 _TAIL_LINES = 60
@@ -644,7 +645,7 @@ class Runner:
                     f"the predictor did not answer {url} within the progress deadline "
                     f"({self.settings.progress_deadline:.0f} s): {self._reason()}",
                 )
-            self._stop.wait(_POLL_S)
+            self._stop.wait(_READY_POLL_S)
 
     def _watch(self) -> RunFailed:
         """Wait until the predictor exits (its failure) or the runner is stopped."""
