@@ -21,6 +21,7 @@ import httpx
 import pytest
 from aicore_emulator import (
     MODEL_ID,
+    PULL_REASONS,
     ROOT,
     UNPACKED_MARKER,
     VLLM_WAIT_S,
@@ -31,6 +32,7 @@ from aicore_emulator import (
     final_status,
     log_text,
     onboard,
+    pending_with,
     put_object,
     register_secret,
     sdk_client,
@@ -53,9 +55,20 @@ service_cfg = aicore_emulator.service_cfg
 
 
 @pytest.mark.integration
-def test_broken_deployments_go_dead_with_the_reason(
-    emulator: Emulator, tmp_path: Path, s3_cfg: Config, lab_image: str
+def test_broken_deployments_behave_as_on_a_tenant(
+    tmp_path: Path, s3_cfg: Config, lab_image: str
 ) -> None:
+    """A storage initializer or predictor that fails restarts with back-off (PENDING, restarts
+    in statusDetails) until the progress deadline makes it DEAD with the reason; an image that
+    cannot be pulled stays PENDING, the reason in statusDetails only."""
+    emulator = Emulator(tmp_path / "aicore", start_timeout=20).start()  # a 20 s deadline
+    try:
+        _broken_deployments(emulator, tmp_path, s3_cfg, lab_image)
+    finally:
+        emulator.stop()
+
+
+def _broken_deployments(emulator: Emulator, tmp_path: Path, s3_cfg: Config, lab_image: str) -> None:
     client, _, _ = onboard(emulator, tmp_path)
     register_secret(emulator, s3_cfg)
     prefix = f"labkit-test-aicore/{uuid.uuid4().hex[:8]}"
@@ -63,18 +76,24 @@ def test_broken_deployments_go_dead_with_the_reason(
     buf = tmp_path / "junk.tar"
     subprocess.run(["tar", "-cf", str(buf), "-C", str(ROOT), "README.md"], check=True)
     no_model = put_object(s3_cfg, f"{prefix}/nomodel/junk.tar", buf.read_bytes())
+    init, crash = "Init:CrashLoopBackOff", "CrashLoopBackOff"
     cases = {
-        "missing secret": (f"ai://no-such-secret/{prefix}/x.tar", lab_image, "StorageInitializerError", "no-such-secret"),
-        "missing object": (f"ai://default/{prefix}/absent.tar", lab_image, "StorageInitializerError", "holds nothing"),
-        "not a tar": (f"ai://default/{not_a_tar}", lab_image, "StorageInitializerError", "cannot be unpacked"),
-        "no model": (f"ai://default/{no_model}", lab_image, "ContainerExited", "no model in"),
-        "missing image": (f"ai://default/{no_model}", lab_image.rsplit(":", 1)[0] + ":v010100-99", "ErrImagePull", "cannot be pulled"),
+        "missing secret": (f"ai://no-such-secret/{prefix}/x.tar", lab_image, init, "no-such-secret"),
+        "missing object": (f"ai://default/{prefix}/absent.tar", lab_image, init, "holds nothing"),
+        "not a tar": (f"ai://default/{not_a_tar}", lab_image, init, "cannot be unpacked"),
+        "no model": (f"ai://default/{no_model}", lab_image, crash, "no model in"),
     }  # fmt: skip
+    missing_image = lab_image.rsplit(":", 1)[0] + ":v010100-99"
+    pulling = deploy(emulator, f"ai://default/{no_model}", missing_image)
     ids = {name: deploy(emulator, url, image) for name, (url, image, _, _) in cases.items()}
     for name, (_, _, reason, words) in cases.items():
+        dep = pending_with(emulator, ids[name], (reason,))
+        assert dep["statusDetails"]["restartCount"] >= 1, (name, dep)
+        assert words in dep["statusDetails"]["lastState"]["terminated"]["message"], (name, dep)
+    for name, (_, _, _, words) in cases.items():
         dep = final_status(emulator, ids[name], ("DEAD", "RUNNING"))
         assert dep["status"] == "DEAD", (name, dep)
-        assert dep["statusDetails"]["reason"] == reason, (name, dep["statusDetails"])
+        assert dep["statusDetails"]["reason"] == "ProgressDeadlineExceeded", (name, dep)
         assert words in dep["statusMessage"] and len(dep["statusMessage"]) <= 256, (name, dep)
         assert dep["deploymentUrl"] == "" and dep["completionTime"]
         validate(
@@ -83,13 +102,17 @@ def test_broken_deployments_go_dead_with_the_reason(
             "get",
             200,
         )
-        assert words in log_text(emulator, ids[name]), name
+        assert words in log_text(emulator, ids[name]), name  # the containers' own output
         sdk_view = client.deployment.get(ids[name])
         assert sdk_view.status.value == "DEAD" and words in sdk_view.status_message
     assert "host" in log_text(emulator, ids["no model"])  # says how the predictor ran
+    # The image that cannot be pulled: still PENDING, the reason an event, not a log line.
+    dep = pending_with(emulator, pulling, PULL_REASONS)
+    assert missing_image in dep["statusMessage"] and dep["statusDetails"]["events"]
+    assert "Failed to pull" not in log_text(emulator, pulling)
     listing = emulator.get("/v2/lm/deployments", params={"status": "DEAD"}).json()
     validate(listing, "/lm/deployments", "get", 200)
-    assert listing["count"] == len(cases) and client.deployment.count() == len(cases)
+    assert listing["count"] == len(cases) and client.deployment.count() == len(cases) + 1
     only = client.deployment.get(ids["no model"], select="status")
     assert only.status.value == "DEAD"
     # Not running: the inference URL says so; DEAD ones can be deleted, then they are gone.
@@ -99,7 +122,11 @@ def test_broken_deployments_go_dead_with_the_reason(
         trust_env=False,
     )
     assert proxied.status_code == 503 and "DEAD" in proxied.json()["error"]["message"]
-    for dep_id in ids.values():
+    stop = httpx.patch(f"{emulator.base}/v2/lm/deployments/{pulling}", json={"targetStatus": "STOPPED"},
+                       headers=emulator.headers(), trust_env=False)  # fmt: skip
+    assert stop.status_code == 202
+    final_status(emulator, pulling, ("STOPPED",))
+    for dep_id in [*ids.values(), pulling]:
         resp = httpx.delete(
             f"{emulator.base}/v2/lm/deployments/{dep_id}",
             headers=emulator.headers(),
