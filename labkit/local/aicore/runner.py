@@ -86,7 +86,7 @@ _PULL_TIMEOUT_S = 1800.0
 _UNPACK_TIMEOUT_S = 1800.0
 _TAIL_LINES = 60
 # Failures of a container that the kubelet restarts with back-off (CrashLoopBackOff).
-_RESTARTED = ("StorageInitializerError", "ContainerExited", "RunContainerError")
+_RESTARTED = ("StorageInitializerError", "ContainerExited", "RunContainerError", "ErrImagePull")
 
 
 class Runner:
@@ -556,7 +556,7 @@ class Runner:
             authfile.unlink(missing_ok=True)
         if pulled.returncode != 0:
             last = ([ln for ln in pulled.stderr.splitlines() if ln.strip()] or ["no output"])[-1]
-            raise RunFailed("ErrImagePull", f"image {image} cannot be pulled: {last}")
+            raise RunFailed("ErrImagePull", f'Failed to pull image "{image}": {last}')
         self._container = name
         try:
             config = image_config(builder, str(image))
