@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labkit.errors import ConfigError
@@ -17,6 +17,22 @@ from labkit.util import html
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # moto takes any key pair; fixed ones keep the local object store secret stable between runs.
 LOCAL_S3_CREDENTIALS = ("labkit-local", "labkit-local-secret")
+# The local AI Core's pace: a tenant's durations (a 3-minute stop, minutes of early 404s, ...)
+# times this factor. The default compresses them 50-fold with the same transitions; the preset
+# "tenant" (1.0) is the real pace (docs/tenant.md).
+DEFAULT_AICORE_TIME_SCALE = 0.02
+AICORE_TIME_SCALE_PRESETS = {"tenant": 1.0}
+
+
+def parse_time_scale(value: Any) -> float:
+    """A time scale from a number or a preset name ("tenant": 1.0); ValueError otherwise."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        value = AICORE_TIME_SCALE_PRESETS.get(text, text)
+    scale = float(value)
+    if not 0 < scale <= 100:
+        raise ValueError(f"the time scale must be above 0 and at most 100, not {scale}")
+    return scale
 
 
 def user_cache_dir() -> Path:
@@ -106,7 +122,16 @@ class Config(BaseSettings):
         description="how the local AI Core runs predictors (auto: the image with buildah if installed)",
     )
     aicore_start_timeout: float = Field(
-        900.0, gt=0, description="s the local AI Core waits for a predictor to answer /health"
+        600.0,
+        gt=0,
+        description="floor in s of the local AI Core's start-up deadline (storage initializer "
+        "and predictor start; a tenant's is Knative's 600 s), so real downloads and vLLM starts "
+        "have time at any time scale",
+    )
+    aicore_time_scale: float = Field(
+        DEFAULT_AICORE_TIME_SCALE,
+        description="the local AI Core's pace: a tenant's durations (stop, early 404s, back-off) "
+        f"times this; {DEFAULT_AICORE_TIME_SCALE} compressed, 'tenant' (1.0) the real pace",
     )
     scenario: str = Field("labkit-vllm", description="AI Core scenario id of the lab's template")
     template_repo_dir: Path | None = Field(
@@ -153,6 +178,11 @@ class Config(BaseSettings):
         validation_alias=AliasChoices("hf_token", "LABKIT_HF_TOKEN", "HF_TOKEN"),
         description="Hugging Face token for gated models",
     )
+
+    @field_validator("aicore_time_scale", mode="before")
+    @classmethod
+    def _time_scale(cls, value: Any) -> float:
+        return parse_time_scale(value)
 
     def model_post_init(self, _context: Any) -> None:
         if self.lab_dir is None:

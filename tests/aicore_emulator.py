@@ -34,6 +34,9 @@ EXECUTABLE = "labkit-vllm"
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 UNPACKED_MARKER = ".entrypoint-unpacked.json"  # runtime/entrypoint.py's MARKER
 WAIT_S = 120.0  # failure bound for waits on the server's background work (never asserted on)
+# The in-process server's pace: a tenant's durations (early 404s, a stop, back-off) 200-fold
+# faster, so its tests see the same transitions in a fraction of a second.
+TEST_TIME_SCALE = 0.005
 VLLM_WAIT_S = 1500.0  # a vLLM start on a busy 2-core machine
 
 
@@ -84,7 +87,15 @@ def validate(payload: Any, path: str, method: str, status: int) -> None:
 class Emulator:
     """A local AI Core served by uvicorn in a thread of the test process."""
 
-    def __init__(self, state: Path, *, token_ttl: int = 43200, runner: str = "host") -> None:
+    def __init__(
+        self,
+        state: Path,
+        *,
+        token_ttl: int = 43200,
+        runner: str = "host",
+        time_scale: float = TEST_TIME_SCALE,
+        start_timeout: float = VLLM_WAIT_S,
+    ) -> None:
         self.state = state
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -110,9 +121,10 @@ class Emulator:
                 mode=runner,  # type: ignore[arg-type]
                 python=sys.executable,
                 entrypoint=ROOT / "runtime" / "entrypoint.py",
-                start_timeout=VLLM_WAIT_S,
+                start_timeout=start_timeout,
                 builder=builder,
                 gpu=runspec_mod.has_gpu(),
+                time_scale=time_scale,
             ),
             token_ttl=token_ttl,
             sync_interval=3600,
@@ -318,14 +330,37 @@ def deploy(
 def final_status(
     emu: Emulator, dep_id: str, wanted: tuple[str, ...] = ("DEAD", "RUNNING")
 ) -> dict[str, Any]:
+    """The deployment once its status is one of ``wanted`` (through its first moments' 404s)."""
+
     def check() -> dict[str, Any] | None:
-        dep = emu.get(f"/v2/lm/deployments/{dep_id}").json()
+        resp = emu.get(f"/v2/lm/deployments/{dep_id}")
+        if resp.status_code == 404:
+            return None
+        dep = resp.json()
         return dep if dep["status"] in wanted else None
 
     return wait_for(check, f"deployment {dep_id} to be {' or '.join(wanted)}", VLLM_WAIT_S)
 
 
+PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
+
+
+def pending_with(
+    emu: Emulator, dep_id: str, reasons: tuple[str, ...], timeout: float = VLLM_WAIT_S
+) -> dict[str, Any]:
+    """The deployment once it is PENDING with one of ``reasons`` in its ``statusDetails``."""
+
+    def check() -> dict[str, Any] | None:
+        resp = emu.get(f"/v2/lm/deployments/{dep_id}")
+        dep = resp.json() if resp.status_code == 200 else {}
+        found = dep.get("status") == "PENDING" and (dep.get("statusDetails") or {}).get("reason")
+        return dep if found in reasons else None
+
+    return wait_for(check, f"deployment {dep_id} to be PENDING with {reasons}", timeout)
+
+
 def log_text(emu: Emulator, dep_id: str) -> str:
+    wait_for(lambda: emu.get(f"/v2/lm/deployments/{dep_id}").status_code != 404, "the deployment")
     resp = emu.get(f"/v2/lm/deployments/{dep_id}/logs", params={"$top": 5000})
     assert resp.status_code == 200
     validate(resp.json(), "/lm/deployments/{deploymentId}/logs", "get", 200)

@@ -74,8 +74,8 @@ class GatedUpstream:
         self.thread.join(30)
 
 
-def fake_running(emu: Emulator, dep_id: str, port: int) -> None:
-    spec = RunSpec(image="x", env={}, container_port=8080)
+def fake_running(emu: Emulator, dep_id: str, port: int, request_timeout: float = 300.0) -> None:
+    spec = RunSpec(image="x", env={}, container_port=8080, request_timeout=request_timeout)
     with emu.core.store.lock:
         emu.core.store.in_group("deployments", "default")[dep_id] = {
             "id": dep_id, "status": "RUNNING", "targetStatus": "RUNNING", "deploymentUrl": "",
@@ -154,3 +154,29 @@ def test_proxy_checks_token_resource_group_and_deployment(emulator: Emulator) ->
     assert unknown.status_code == 404
     down = httpx.get(emulator.base + path, headers=emulator.headers(), trust_env=False)
     assert down.status_code == 502  # RUNNING on paper, but nothing listens on its port
+
+
+def test_a_request_waits_the_predictors_timeout_then_504(emulator: Emulator) -> None:
+    """Issue 16, item 10: a request may take Knative's revision timeout (300 s) unless the
+    predictor sets ``timeout``; a server that has not begun its answer by then gets 504."""
+    import socket
+    from types import SimpleNamespace
+
+    from labkit.local.aicore.deployments import run_spec
+
+    container = {"image": "x", "command": None}
+    rendered = SimpleNamespace(container=container, env={}, port=8080, predictor={})
+    assert run_spec(rendered).request_timeout == 300.0
+    rendered.predictor = {"timeout": 30}
+    assert run_spec(rendered).request_timeout == 30.0
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        fake_running(emulator, "dfake00000000003", silent.getsockname()[1], request_timeout=0.5)
+        resp = httpx.get(
+            f"{emulator.base}/v2/inference/deployments/dfake00000000003/v1/models",
+            headers=emulator.headers(),
+            trust_env=False,
+            timeout=60,
+        )
+    assert resp.status_code == 504 and "0.5 s" in resp.json()["error"]["message"]

@@ -103,3 +103,11 @@ def test_artifacts_configurations_and_their_errors(emulator: Emulator, tmp_path:
         client.deployment.create(bare.id)
     resp = emulator.post("/v2/lm/deployments", {"configurationId": conf.id, "ttl": "1w"})
     assert resp.status_code == 400 and "ttl" in resp.json()["error"]["message"]
+
+
+def test_meta_answers_as_the_spec_says(emulator: Emulator) -> None:
+    """Issue 16, item 13: every version in /lm/meta is a MetaVersion (x.y.z)."""
+    resp = emulator.get("/v2/lm/meta")
+    assert resp.status_code == 200
+    validate(resp.json(), "/lm/meta", "get", 200)
+    assert resp.json()["extensions"]["resourceGroups"]["version"].count(".") == 2

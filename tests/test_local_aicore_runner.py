@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from aicore_emulator import (
     MODEL_ID,
+    PULL_REASONS,
     ROOT,
     UNPACKED_MARKER,
     VLLM_WAIT_S,
@@ -30,6 +32,7 @@ from aicore_emulator import (
     final_status,
     log_text,
     onboard,
+    pending_with,
     put_object,
     register_secret,
     sdk_client,
@@ -52,9 +55,20 @@ service_cfg = aicore_emulator.service_cfg
 
 
 @pytest.mark.integration
-def test_broken_deployments_go_dead_with_the_reason(
-    emulator: Emulator, tmp_path: Path, s3_cfg: Config, lab_image: str
+def test_broken_deployments_behave_as_on_a_tenant(
+    tmp_path: Path, s3_cfg: Config, lab_image: str
 ) -> None:
+    """A storage initializer or predictor that fails restarts with back-off (PENDING, restarts
+    in statusDetails) until the progress deadline makes it DEAD with the reason; an image that
+    cannot be pulled stays PENDING, the reason in statusDetails only."""
+    emulator = Emulator(tmp_path / "aicore", start_timeout=20).start()  # a 20 s deadline
+    try:
+        _broken_deployments(emulator, tmp_path, s3_cfg, lab_image)
+    finally:
+        emulator.stop()
+
+
+def _broken_deployments(emulator: Emulator, tmp_path: Path, s3_cfg: Config, lab_image: str) -> None:
     client, _, _ = onboard(emulator, tmp_path)
     register_secret(emulator, s3_cfg)
     prefix = f"labkit-test-aicore/{uuid.uuid4().hex[:8]}"
@@ -62,18 +76,24 @@ def test_broken_deployments_go_dead_with_the_reason(
     buf = tmp_path / "junk.tar"
     subprocess.run(["tar", "-cf", str(buf), "-C", str(ROOT), "README.md"], check=True)
     no_model = put_object(s3_cfg, f"{prefix}/nomodel/junk.tar", buf.read_bytes())
+    init, crash = "Init:CrashLoopBackOff", "CrashLoopBackOff"
     cases = {
-        "missing secret": (f"ai://no-such-secret/{prefix}/x.tar", lab_image, "StorageInitializerError", "no-such-secret"),
-        "missing object": (f"ai://default/{prefix}/absent.tar", lab_image, "StorageInitializerError", "holds nothing"),
-        "not a tar": (f"ai://default/{not_a_tar}", lab_image, "StorageInitializerError", "cannot be unpacked"),
-        "no model": (f"ai://default/{no_model}", lab_image, "ContainerExited", "no model in"),
-        "missing image": (f"ai://default/{no_model}", lab_image.rsplit(":", 1)[0] + ":v010100-99", "ErrImagePull", "cannot be pulled"),
+        "missing secret": (f"ai://no-such-secret/{prefix}/x.tar", lab_image, init, "no-such-secret"),
+        "missing object": (f"ai://default/{prefix}/absent.tar", lab_image, init, "holds nothing"),
+        "not a tar": (f"ai://default/{not_a_tar}", lab_image, init, "cannot be unpacked"),
+        "no model": (f"ai://default/{no_model}", lab_image, crash, "no model in"),
     }  # fmt: skip
+    missing_image = lab_image.rsplit(":", 1)[0] + ":v010100-99"
+    pulling = deploy(emulator, f"ai://default/{no_model}", missing_image)
     ids = {name: deploy(emulator, url, image) for name, (url, image, _, _) in cases.items()}
     for name, (_, _, reason, words) in cases.items():
+        dep = pending_with(emulator, ids[name], (reason,))
+        assert dep["statusDetails"]["restartCount"] >= 1, (name, dep)
+        assert words in dep["statusDetails"]["lastState"]["terminated"]["message"], (name, dep)
+    for name, (_, _, _, words) in cases.items():
         dep = final_status(emulator, ids[name], ("DEAD", "RUNNING"))
         assert dep["status"] == "DEAD", (name, dep)
-        assert dep["statusDetails"]["reason"] == reason, (name, dep["statusDetails"])
+        assert dep["statusDetails"]["reason"] == "ProgressDeadlineExceeded", (name, dep)
         assert words in dep["statusMessage"] and len(dep["statusMessage"]) <= 256, (name, dep)
         assert dep["deploymentUrl"] == "" and dep["completionTime"]
         validate(
@@ -82,13 +102,17 @@ def test_broken_deployments_go_dead_with_the_reason(
             "get",
             200,
         )
-        assert words in log_text(emulator, ids[name]), name
+        assert words in log_text(emulator, ids[name]), name  # the containers' own output
         sdk_view = client.deployment.get(ids[name])
         assert sdk_view.status.value == "DEAD" and words in sdk_view.status_message
     assert "host" in log_text(emulator, ids["no model"])  # says how the predictor ran
+    # The image that cannot be pulled: still PENDING, the reason an event, not a log line.
+    dep = pending_with(emulator, pulling, PULL_REASONS)
+    assert missing_image in dep["statusMessage"] and dep["statusDetails"]["events"]
+    assert "Failed to pull" not in log_text(emulator, pulling)
     listing = emulator.get("/v2/lm/deployments", params={"status": "DEAD"}).json()
     validate(listing, "/lm/deployments", "get", 200)
-    assert listing["count"] == len(cases) and client.deployment.count() == len(cases)
+    assert listing["count"] == len(cases) and client.deployment.count() == len(cases) + 1
     only = client.deployment.get(ids["no model"], select="status")
     assert only.status.value == "DEAD"
     # Not running: the inference URL says so; DEAD ones can be deleted, then they are gone.
@@ -98,7 +122,11 @@ def test_broken_deployments_go_dead_with_the_reason(
         trust_env=False,
     )
     assert proxied.status_code == 503 and "DEAD" in proxied.json()["error"]["message"]
-    for dep_id in ids.values():
+    stop = httpx.patch(f"{emulator.base}/v2/lm/deployments/{pulling}", json={"targetStatus": "STOPPED"},
+                       headers=emulator.headers(), trust_env=False)  # fmt: skip
+    assert stop.status_code == 202
+    final_status(emulator, pulling, ("STOPPED",))
+    for dep_id in [*ids.values(), pulling]:
         resp = httpx.delete(
             f"{emulator.base}/v2/lm/deployments/{dep_id}",
             headers=emulator.headers(),
@@ -254,3 +282,156 @@ def test_buildah_runs_the_pushed_image(
         assert f"labkit-aicore-{dep_id}" not in containers
     finally:
         emu.stop()
+
+
+# --- the kubelet's ways, with a stand-in predictor (fast: no registry, S3 or vLLM) -------------
+
+# A predictor that crashes on its first start once it answered /health (when CRASH_ONCE names a
+# file), or at once (without it), printing why.
+_PREDICTOR = """
+import http.server, os, sys
+flag = os.environ.get("CRASH_ONCE")
+if not flag:
+    print("boom: the model does not load", flush=True)
+    sys.exit(3)
+first = not os.path.exists(flag)
+open(flag, "a").close()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+        if first:
+            os._exit(4)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+class _Events:
+    """What a runner tells the server, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.lines: list[str] = []
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def phase(self, message: str) -> None:
+        self.calls.append(("phase", message))
+
+    def pending(self, message: str, details: dict[str, Any]) -> None:
+        self.calls.append(("pending", (message, details)))
+
+    def running(self, port: int) -> None:
+        self.calls.append(("running", port))
+
+    def dead(self, reason: str, message: str) -> None:
+        self.calls.append(("dead", (reason, message)))
+
+    def process(self, info: Any) -> None:
+        pass
+
+    def object_store(self, name: str) -> None:
+        return None
+
+    def docker_config(self, name: str) -> None:
+        return None
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.calls if kind != "phase"]
+
+    def pendings(self) -> list[tuple[str, dict[str, Any]]]:
+        return [value for kind, value in self.calls if kind == "pending"]
+
+
+def _runner(tmp_path: Path, *, env: dict[str, str] | None = None, secrets: list[str] | None = None,
+            scale: float = 0.005) -> tuple[Any, _Events]:  # fmt: skip
+    from labkit.local.aicore.runner import Runner
+
+    script = tmp_path / "predictor.py"
+    script.write_text(_PREDICTOR)
+    settings = runspec_mod.RunnerSettings(
+        mode="host", python=sys.executable, entrypoint=script, start_timeout=0.01,
+        time_scale=scale,
+    )  # fmt: skip
+    spec = runspec_mod.RunSpec(
+        image="registry.example/lab/aicore-vllm:v1", env=env or {}, container_port=8080,
+        image_pull_secrets=secrets or [],
+    )  # fmt: skip
+    events = _Events()
+    runner = Runner("dtest00000000001", spec, tmp_path / "work", settings, events)
+    return runner, events
+
+
+def test_a_crashing_predictor_restarts_with_back_off_then_goes_dead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, items 5 and 10: Kubernetes restarts a crashing container with back-off
+    (CrashLoopBackOff, the restarts in statusDetails, the deployment PENDING); DEAD only when
+    Knative's progress deadline (600 s, scaled) has passed."""
+    from labkit.local.aicore import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "check_image", lambda image, auths: "sha256:0")
+    runner, events = _runner(tmp_path)
+    runner.start()
+    wait_for(lambda: "dead" in events.kinds(), "the progress deadline")
+    runner.stop()
+    pendings = events.pendings()
+    assert len(pendings) >= 2 and events.kinds()[-1] == "dead", events.calls
+    counts = [d["restartCount"] for _, d in pendings]
+    assert counts == list(range(1, len(counts) + 1))
+    message, details = pendings[-1]
+    assert details["reason"] == "CrashLoopBackOff" and "CrashLoopBackOff" in message
+    assert "restarting failed container=kserve-container" in details["message"]
+    assert "boom" in details["lastState"]["terminated"]["message"]
+    reason, why = events.calls[-1][1]
+    assert reason == "ProgressDeadlineExceeded" and "boom" in why
+    assert sum("boom" in line for line in events.lines) == len(counts) + 1  # each start's output
+
+
+def test_a_predictor_that_crashes_after_it_ran_is_restarted_and_runs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labkit.local.aicore import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "check_image", lambda image, auths: "sha256:0")
+    runner, events = _runner(tmp_path, env={"CRASH_ONCE": str(tmp_path / "crashed")}, scale=0.01)
+    runner.start()
+    try:
+        wait_for(lambda: events.kinds().count("running") == 2, "RUNNING again after the crash")
+    finally:
+        runner.stop()
+    assert events.kinds() == ["running", "pending", "running"], events.calls
+    assert events.pendings()[0][1]["restartCount"] == 1
+
+
+def test_an_image_that_cannot_be_pulled_stays_pending_with_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, item 4 (SAP docs, Troubleshooting > Deployment: "Deployment remains in status
+    PENDING"): a failed pull is retried with back-off, never DEAD; the reason and the missing
+    pull secret are events in statusDetails, not log lines."""
+    from labkit.local.aicore import runner as runner_mod
+    from labkit.local.aicore.runspec import RunFailed
+
+    tries = []
+
+    def refuse(image: Any, auths: Any) -> str:
+        tries.append(image)
+        raise RunFailed("ErrImagePull", f"failed to resolve reference {image}: not found")
+
+    monkeypatch.setattr(runner_mod, "check_image", refuse)
+    runner, events = _runner(tmp_path, secrets=["labkit-registry"])
+    runner.start()
+    try:
+        wait_for(lambda: len(tries) >= 4, "the pull's retries")
+    finally:
+        runner.stop()
+    assert set(events.kinds()) == {"pending"}, events.calls
+    first, later = events.pendings()[0], events.pendings()[-1]
+    assert first[1]["reason"] == "ErrImagePull" and later[1]["reason"] == "ImagePullBackOff"
+    assert later[1]["message"] == 'Back-off pulling image "registry.example/lab/aicore-vllm:v1"'
+    assert 'secret "labkit-registry" not found' in later[0]
+    reasons = [e["reason"] for e in later[1]["events"]]
+    assert reasons == ["FailedToRetrieveImagePullSecret", "Failed", "BackOff"]
+    assert not any("pull" in line or "labkit-registry" in line for line in events.lines)

@@ -26,6 +26,35 @@ NAME = re.compile(r"""[\w\s.!?,;:\[\](){}<>"'=+*/\\^&%@~$#|-]*""")
 LABEL_KEY = re.compile(r"ext\.ai\.sap\.com/[\w.-]+")
 TTL = re.compile(r"([0-9]+)([mMhHdD])")
 
+# --- the tenant's pace (docs/tenant.md) --------------------------------------------------------
+# A tenant's durations in seconds. The local AI Core waits ``scale`` times each (the setting
+# LABKIT_AICORE_TIME_SCALE, labkit.config.Config.aicore_time_scale; 1.0 is the tenant's pace).
+# Only its own artificial waits scale: real work (a download, vLLM's start, a request) keeps a
+# real deadline.
+# SAP docs, Troubleshooting > Deployment: "Deployment ID <abc> not found: this message appears
+# when you have just started the deployment. Wait a few minutes".
+NOT_FOUND_WINDOW_S = 120.0
+# A recorded tenant cleanup (issue 16, item 9): RUNNING for about 3 minutes after the stop, then
+# STOPPED, never showing STOPPING.
+STOP_DELAY_S = 180.0
+# Knative Serving's progress deadline (config-deployment, progress-deadline: 600s), which counts
+# the pod's init containers (KServe's storage initializer) too.
+PROGRESS_DEADLINE_S = 600.0
+# Knative Serving's revision timeout (config-defaults, revision-timeout-seconds: 300) unless the
+# predictor sets ``timeout``: a request to the deployment's server may take that long. Real work:
+# never scaled.
+REQUEST_TIMEOUT_S = 300.0
+# The kubelet's back-off for a failing container or image pull: 10 s, doubled each time, at most
+# 300 s (Kubernetes docs, Pod Lifecycle: container restarts; Images: ImagePullBackOff).
+BACKOFF_INITIAL_S = 10.0
+BACKOFF_MAX_S = 300.0
+
+
+def backoff_s(failures: int, scale: float) -> float:
+    """The kubelet's wait before the next try after ``failures`` failures, scaled."""
+    base = min(BACKOFF_INITIAL_S * 2 ** max(failures - 1, 0), BACKOFF_MAX_S)
+    return base * scale
+
 
 # --- times and ids -----------------------------------------------------------------------------
 

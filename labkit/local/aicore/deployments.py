@@ -1,20 +1,24 @@
 """The local AI Core's deployments: their lifecycle and state machine, each run by a
 :class:`~labkit.local.aicore.runner.Runner`, and their ``/v2/lm/deployments`` routes.
 
-Deployments run as :mod:`labkit.local.aicore.runner` describes. Statuses: UNKNOWN on creation,
-PENDING while the image is checked, the model fetched and the server starts, RUNNING once it
-answers, STOPPING/STOPPED after PATCH ``targetStatus: STOPPED``, DEAD with the reason in
-``statusMessage``, ``statusDetails`` and the logs. ``deploymentUrl`` is empty until RUNNING; a
-stopped deployment cannot be started again; only STOPPED, DEAD or UNKNOWN deployments can be
-deleted (412 otherwise); a ``ttl`` deletes the deployment when it runs out. After a restart,
-deployments that should run are started again (PENDING, then RUNNING); predictors of a server
-that died are ended first.
+Deployments run as :mod:`labkit.local.aicore.runner` describes, at a tenant's pace times the
+time scale (docs/tenant.md). Statuses: UNKNOWN on creation, while for a short window GET answers
+404 "Deployment ID ... not found"; PENDING while the image is pulled (a pull that fails stays
+PENDING), the model fetched and the server starts (a crashing one restarts with back-off);
+RUNNING once it answers; after PATCH ``targetStatus: STOPPED`` (only from RUNNING or PENDING, 400
+otherwise) the status stays as it was for the tenant's stop time, then STOPPED; DEAD when the
+progress deadline passes, with the reason in ``statusMessage`` and ``statusDetails``.
+``deploymentUrl`` is empty until RUNNING; a stopped deployment cannot be started again; only
+STOPPED, DEAD or UNKNOWN deployments can be deleted (412 otherwise); a ``ttl`` deletes the
+deployment when it runs out. After a restart, deployments that should run are started again
+(PENDING, then RUNNING); predictors of a server that died are ended first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,6 +32,9 @@ from labkit.local.aicore.admin import DockerRegistrySecrets, ObjectStoreSecrets
 from labkit.local.aicore.common import (
     ID,
     MAX_STATUS_MESSAGE,
+    NOT_FOUND_WINDOW_S,
+    REQUEST_TIMEOUT_S,
+    STOP_DELAY_S,
     TTL,
     ApiError,
     bad,
@@ -75,7 +82,17 @@ def run_spec(rendered: Any) -> RunSpec:
         min_replicas=_count(getattr(rendered, "min_replicas", None), 1),
         max_replicas=_count(getattr(rendered, "max_replicas", None), 1),
         health_path=str(probe or "/health"),
+        request_timeout=_request_timeout(getattr(rendered, "predictor", None) or {}),
     )
+
+
+def _request_timeout(predictor: Mapping[str, Any]) -> float:
+    """The predictor's ``timeout`` (KServe's ComponentExtensionSpec, seconds), else Knative's
+    default revision timeout."""
+    value = predictor.get("timeout")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return REQUEST_TIMEOUT_S
 
 
 def _count(value: Any, default: int) -> int:
@@ -290,6 +307,9 @@ class Deployments:
             "submissionTime": stamp,
             "_run": spec.to_dict(),
             "_process": None,
+            # SAP docs, Troubleshooting > Deployment: "Deployment ID <abc> not found: this
+            # message appears when you have just started the deployment. Wait a few minutes".
+            "_visibleAt": time.time() + self.scaled(NOT_FOUND_WINDOW_S),
         }
         if ttl is not None:
             dep["ttl"] = ttl
@@ -313,14 +333,21 @@ class Deployments:
     def work_dir(self, dep_id: str) -> Path:
         return self.store.work_dir(dep_id)
 
+    def scaled(self, seconds: float) -> float:
+        """A tenant's duration at this server's pace."""
+        return seconds * self.runner_settings.time_scale
+
     def _start_runner(self, group: str, dep_id: str) -> None:
         with self.store.lock:
             dep = self.store.in_group("deployments", group).get(dep_id)
             if dep is None:
                 return
             spec = RunSpec.from_dict(dep["_run"])
+            hidden = max(0.0, float(dep.get("_visibleAt") or 0) - time.time())
         events = Events(self, group, dep_id)
-        runner = Runner(dep_id, spec, self.work_dir(dep_id), self.runner_settings, events)
+        runner = Runner(
+            dep_id, spec, self.work_dir(dep_id), self.runner_settings, events, schedule_delay=hidden
+        )
         events.runner = runner
         self.runners[dep_id] = runner
         runner.start()
@@ -344,6 +371,8 @@ class Deployments:
                     statusDetails=None,
                 )
                 fields.setdefault("startTime", dep.get("startTime") or iso(now()))
+            if fields.get("status") == "PENDING" and dep["status"] == "RUNNING":
+                fields.update(details=details(RunSpec.from_dict(dep["_run"]), 0))
             if fields.get("status") == "DEAD":
                 fields.update(
                     details=details(RunSpec.from_dict(dep["_run"]), 0),
@@ -375,12 +404,21 @@ class Deployments:
             raise missing(f"deployment '{dep_id}' in resource group '{group}'")
         return dep
 
+    def visible(self, group: str, dep_id: str) -> dict[str, Any]:
+        """The deployment as GET shows it (caller holds the store lock): 404 also for a short
+        while after its creation, as on a tenant (SAP docs, Troubleshooting > Deployment:
+        "Deployment ID <abc> not found ... when you have just started the deployment")."""
+        dep = self.stored(group, dep_id)
+        if time.time() < float(dep.get("_visibleAt") or 0):
+            raise ApiError(404, f"Deployment ID {dep_id} not found", "NotFound")
+        return dep
+
     def get(self, group: str, dep_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         select = query.get("$select")
         if select is not None and select != "status":
             raise bad("$select takes only 'status'", "InvalidParameter")
         with self.store.lock:
-            dep = public(self.stored(group, dep_id))
+            dep = public(self.visible(group, dep_id))
         return status_only(dep) if select else dep
 
     def list_all(self, group: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -409,7 +447,7 @@ class Deployments:
 
     def read_logs(self, group: str, dep_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         with self.store.lock:
-            self.stored(group, dep_id)
+            self.visible(group, dep_id)
         return self.logs.read(dep_id, query)
 
     # changes
@@ -479,47 +517,57 @@ class Deployments:
         ).start()
 
     def stop(self, group: str, dep_id: str) -> None:
-        """targetStatus STOPPED: end the predictor in the background (STOPPING, then STOPPED)."""
+        """targetStatus STOPPED, only from RUNNING or PENDING (SAP docs, Troubleshooting >
+        Deployment: "Invalid Request, Current status UNKNOWN cannot be changed"; "stopping a
+        deployment is necessary only when it's running"). The status stays as it is for the
+        tenant's stop time, then STOPPED, never STOPPING (a recorded tenant cleanup: RUNNING for
+        about 3 minutes)."""
         with self.store.lock:
             dep = self.stored(group, dep_id)
             if dep.get("targetStatus") == "DELETED":
                 raise missing(f"deployment '{dep_id}' in resource group '{group}'")
-            if dep["status"] in ("STOPPED", "STOPPING") and dep.get("targetStatus") == "STOPPED":
-                return
-            final = dep["status"] in ("DEAD", "STOPPED")
-            set_fields(
-                dep,
-                targetStatus="STOPPED",
-                lastOperation="UPDATE",
-                status="STOPPED" if final else "STOPPING",
-            )
-            if final:
-                dep["completionTime"] = dep.get("completionTime") or iso(now())
-            runner = self.runners.pop(dep_id, None)
+            if dep["status"] not in ("RUNNING", "PENDING"):
+                raise ApiError(
+                    400,
+                    f"Invalid Request, Current status {dep['status']} cannot be changed.",
+                    "01010076",
+                )
+            if dep.get("targetStatus") == "STOPPED":
+                return  # a stop under way
+            set_fields(dep, targetStatus="STOPPED", lastOperation="UPDATE")
             self.store.save()
         self.logs.append(dep_id, "aicore: stop requested (targetStatus STOPPED)")
         threading.Thread(
             target=self._finish_stop,
-            args=(group, dep_id, runner),
+            args=(group, dep_id),
             name=f"aicore-stop-{dep_id}",
             daemon=True,
         ).start()
 
-    def _finish_stop(self, group: str, dep_id: str, runner: Runner | None) -> None:
+    def _finish_stop(self, group: str, dep_id: str) -> None:
+        if self.closing.wait(self.scaled(STOP_DELAY_S)):
+            return  # the server stops it (stop_all); recover() finishes this stop on next start
+        with self.store.lock:
+            dep = self.store.in_group("deployments", group).get(dep_id)
+            if dep is None or dep.get("targetStatus") != "STOPPED":
+                return
+            runner = self.runners.pop(dep_id, None)
         if runner is not None:
             runner.stop()
         with self.store.lock:
             dep = self.store.in_group("deployments", group).get(dep_id)
-            if dep is not None and dep["status"] == "STOPPING":
-                spec = RunSpec.from_dict(dep["_run"])
-                set_fields(
-                    dep,
-                    status="STOPPED",
-                    completionTime=iso(now()),
-                    statusMessage=None,
-                    details=details(spec, 0),
-                )
-                self.store.save()
+            if dep is None or dep.get("targetStatus") != "STOPPED":
+                return
+            spec = RunSpec.from_dict(dep["_run"])
+            set_fields(
+                dep,
+                status="STOPPED",
+                completionTime=iso(now()),
+                statusMessage=None,
+                statusDetails=None,
+                details=details(spec, 0),
+            )
+            self.store.save()
         self.logs.append(dep_id, "aicore: predictor stopped; deployment STOPPED")
         log.info("deployment %s stopped", dep_id)
 
@@ -604,6 +652,17 @@ class Events:
             self.deployments.update_from_runner(
                 self.group, self.dep_id, self.runner, status="PENDING", statusMessage=message
             )
+
+    def pending(self, message: str, details: dict[str, Any]) -> None:
+        assert self.runner is not None
+        self.deployments.update_from_runner(
+            self.group,
+            self.dep_id,
+            self.runner,
+            status="PENDING",
+            statusMessage=message,
+            statusDetails=details,
+        )
 
     def running(self, port: int) -> None:
         assert self.runner is not None

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from labkit.local.aicore.common import ApiError, missing
+from labkit.local.aicore.common import REQUEST_TIMEOUT_S, ApiError, missing
 from labkit.local.aicore.deps import core_of
 from labkit.local.aicore.store import Store
 
@@ -29,8 +29,8 @@ _NOT_FORWARDED = _HOP_BY_HOP | {"authorization", "ai-resource-group", "content-l
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def inference_target(store: Store, group: str, dep_id: str) -> int:
-    """The local port of a RUNNING deployment's predictor."""
+def inference_target(store: Store, group: str, dep_id: str) -> tuple[int, float]:
+    """The local port of a RUNNING deployment's predictor and its request timeout."""
     with store.lock:
         dep = store.in_group("deployments", group).get(dep_id)
         if dep is None or dep.get("targetStatus") == "DELETED":
@@ -42,7 +42,8 @@ def inference_target(store: Store, group: str, dep_id: str) -> int:
                 f"deployment {dep_id} is {dep['status']}, not RUNNING: wait for RUNNING "
                 "(GET /v2/lm/deployments/<id>) or see its logs",
             )
-        return int(port)
+        timeout = (dep.get("_run") or {}).get("request_timeout") or REQUEST_TIMEOUT_S
+        return int(port), float(timeout)
 
 
 router = APIRouter()
@@ -53,16 +54,24 @@ async def inference(dep_id: str, path: str, request: Request) -> Response:
     core = core_of(request)
     core.tokens.check(request.headers.get("authorization"))
     group = core.resource_groups.group(request.headers.get("ai-resource-group"), unknown_status=404)
-    port = inference_target(core.store, group, dep_id)
+    port, timeout = inference_target(core.store, group, dep_id)
     url = f"http://127.0.0.1:{port}/{path}"
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED]
     body = await request.body()
     client: httpx.AsyncClient = request.app.state.http
+    # A request may take the predictor's timeout (Knative's revision timeout, 300 s by default)
+    # to start its answer; then 504, as the tenant's gateway answers (unverified).
     upstream = client.build_request(
-        request.method, url, params=request.query_params, headers=headers, content=body
-    )
+        request.method, url, params=request.query_params, headers=headers, content=body,
+        timeout=httpx.Timeout(timeout, connect=10.0, write=60.0, pool=60.0),
+    )  # fmt: skip
     try:
         resp = await client.send(upstream, stream=True)
+    except httpx.TimeoutException:
+        raise ApiError(
+            504, f"deployment {dep_id}'s server did not answer within the request timeout "
+            f"({timeout:g} s)", "GatewayTimeout",
+        ) from None  # fmt: skip
     except httpx.HTTPError as exc:
         raise ApiError(
             502, f"deployment {dep_id}'s server did not answer ({type(exc).__name__})"

