@@ -115,7 +115,20 @@ class Config(BaseSettings):
     )
     aicore_port: int = Field(8100, description="port of the local AI Core emulator")
     aicore_token_ttl: int = Field(
-        43200, ge=60, description="lifetime in s of the local AI Core's OAuth tokens"
+        7200,
+        ge=60,
+        description="lifetime in s of the local AI Core's OAuth tokens (expires_in 7199, as "
+        "SAP's 'Get an Auth Token' page shows)",
+    )
+    aicore_token_port: int | None = Field(
+        None,
+        description="port of the local AI Core's token endpoint, a host of its own as XSUAA's "
+        "is on a tenant (default: the API's port + 1)",
+    )
+    aicore_service_plan: str | None = Field(
+        None,
+        description="the tenant's AI Core service plan (free, standard, extended), to warn about "
+        "a resource plan it lacks",
     )
     aicore_runner: Literal["auto", "buildah", "host"] = Field(
         "auto",

@@ -22,6 +22,7 @@ from aicore_emulator import (
 )
 
 from labkit import templates
+from labkit.local.aicore import core as core_mod
 from labkit.local.aicore import gitsync as gitsync_mod
 
 FIXTURES = Path(__file__).parent / "tenant" / "templates"
@@ -159,9 +160,8 @@ def test_applications_sync_templates_and_report_lint_errors(
 
 @pytest.fixture
 def quick_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """An emulator whose first sync comes at once (LABKIT_AICORE_TIME_SCALE=0)."""
-    monkeypatch.setenv(gitsync_mod.TIME_SCALE_ENV, "0")
-    emu = Emulator(tmp_path / "aicore").start()
+    """An emulator whose first sync comes at once (0.18 s at this time scale)."""
+    emu = Emulator(tmp_path / "aicore", time_scale=0.001).start()
     try:
         yield emu
     finally:
@@ -236,8 +236,7 @@ def test_status_is_404_until_the_first_sync(
     from ai_api_client_sdk.exception import AIAPINotFoundException
 
     # 180 s x 0.01: the first sync comes after 1.8 s; until then the status is 404.
-    monkeypatch.setenv(gitsync_mod.TIME_SCALE_ENV, "0.01")
-    emu = Emulator(tmp_path / "aicore").start()
+    emu = Emulator(tmp_path / "aicore", time_scale=0.01).start()
     try:
         assert emu.core.sync.first_sync == pytest.approx(1.8)
         client = emu.client()
@@ -261,13 +260,9 @@ def test_status_is_404_until_the_first_sync(
         emu.stop()
 
 
-def test_time_scale_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(gitsync_mod.TIME_SCALE_ENV, raising=False)
-    assert gitsync_mod.time_scale() == gitsync_mod.DEFAULT_TIME_SCALE
-    monkeypatch.setenv(gitsync_mod.TIME_SCALE_ENV, "1")
-    assert gitsync_mod.time_scale() == 1.0  # the tenant's pace: 3 minutes
-    monkeypatch.setenv(gitsync_mod.TIME_SCALE_ENV, "fast")
-    assert gitsync_mod.time_scale() == gitsync_mod.DEFAULT_TIME_SCALE
+def test_the_first_sync_window_follows_the_servers_time_scale(tmp_path: Path) -> None:
+    emu = Emulator(tmp_path / "aicore", time_scale=1.0)  # the tenant's pace: 3 minutes
+    assert core_mod.LocalAICore(emu.settings).sync.first_sync == gitsync_mod.FIRST_SYNC_S == 180
 
 
 def test_sync_failures_read_as_on_a_tenant(quick_emulator: Emulator, tmp_path: Path) -> None:

@@ -109,6 +109,7 @@ def test_the_token_endpoint_runs_as_its_own_program(tmp_path: Path, monkeypatch)
     assert argv[1:3] == ["-m", "labkit.local.aicore.tokens"]
     assert argv[argv.index("--port") + 1] == "8201"
     monkeypatch.setenv("LABKIT_AICORE_TOKEN_PORT", "9444")
+    cfg = Config(local_dir=tmp_path, aicore_port=8200)  # the setting (Config.aicore_token_port)
     assert aicore.launch.token_url(cfg) == "http://127.0.0.1:9444"
     # The configuration's time scale (Config.aicore_time_scale) reaches the server's environment.
     from types import SimpleNamespace

@@ -240,7 +240,8 @@ def connect(cfg: Config, *, resource_group: str | None = None, check: bool = Tru
         load_service_key(cfg),
         resource_group or cfg.resource_group,
         local=cfg.profile == "local",
-        time_scale=float(getattr(cfg, "aicore_time_scale", 1.0) or 1.0),
+        # A tenant keeps its own pace; the local AI Core runs at the configured one.
+        time_scale=cfg.aicore_time_scale if cfg.profile == "local" else 1.0,
     )
     if check:
         ai.token()

@@ -5,7 +5,6 @@ image from 04), the template's parameters for people to read, and step 05's resu
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
@@ -207,9 +206,7 @@ def lab_values(
     warning = plan_availability(
         plan.name,
         public=plan.public,
-        service_plan=service_plan
-        or getattr(cfg, "aicore_service_plan", None)
-        or os.environ.get("LABKIT_AICORE_SERVICE_PLAN"),
+        service_plan=service_plan or cfg.aicore_service_plan,
         tenant=cfg.profile == "aicore",
     )
     if warning:

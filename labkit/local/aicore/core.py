@@ -18,7 +18,7 @@ from labkit.local.aicore.admin import (
     ResourceGroups,
 )
 from labkit.local.aicore.deployments import TTL_CHECK_S, Deployments
-from labkit.local.aicore.gitsync import SYNC_INTERVAL_S, GitSync, templates_module
+from labkit.local.aicore.gitsync import FIRST_SYNC_S, SYNC_INTERVAL_S, GitSync, templates_module
 from labkit.local.aicore.lm import Artifacts, Configurations, Scenarios
 from labkit.local.aicore.runspec import ObjectStore, RunnerSettings
 from labkit.local.aicore.store import Store
@@ -34,7 +34,7 @@ class Settings:
     service_key_file: Path
     runner: RunnerSettings
     host: str = "127.0.0.1"
-    token_ttl: int = 43200
+    token_ttl: int = 7200
     sync_interval: float = SYNC_INTERVAL_S
     ttl_check: float = TTL_CHECK_S
 
@@ -71,7 +71,12 @@ class LocalAICore:
             settings.ttl_check,
         )
         self.resource_groups = ResourceGroups(self.store, self.deployments)
-        self.sync = GitSync(self.store, self._closing, settings.sync_interval)
+        self.sync = GitSync(
+            self.store,
+            self._closing,
+            settings.sync_interval,
+            first_sync=FIRST_SYNC_S * settings.runner.time_scale,
+        )
         self.repositories = Repositories(self.store)
         self.applications = Applications(self.store, self.sync)
         self.scenarios = Scenarios(self.store)

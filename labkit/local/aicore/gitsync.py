@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from labkit.config import DEFAULT_AICORE_TIME_SCALE
 from labkit.local.aicore.common import ID, LABEL_KEY, iso, log, now
 from labkit.local.aicore.store import Store
 
@@ -36,8 +37,6 @@ SYNC_INTERVAL_S = 180.0
 # SAP's AI Core set-up tutorial: reading a new application's status fails ("KeyError:
 # 'operationState'") until its first sync; "wait for 3 minutes".
 FIRST_SYNC_S = 180.0
-TIME_SCALE_ENV = "LABKIT_AICORE_TIME_SCALE"
-DEFAULT_TIME_SCALE = 0.02  # the local profile's compressed pace (a 3-minute wait: 3.6 s)
 TEMPLATE_KINDS = ("ServingTemplate",)
 MAX_SERVING_TEMPLATES = 50
 
@@ -46,18 +45,6 @@ Found = dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]]
 
 
 # --- templates --------------------------------------------------------------------------------
-
-
-def time_scale() -> float:
-    """Tenant durations are multiplied by this (``LABKIT_AICORE_TIME_SCALE``; 1.0 = a tenant's
-    pace, 0 = no waiting), read from the server process's environment."""
-    raw = os.environ.get(TIME_SCALE_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_TIME_SCALE
-    except ValueError:
-        log.warning("%s=%r is not a number: using %s", TIME_SCALE_ENV, raw, DEFAULT_TIME_SCALE)
-        return DEFAULT_TIME_SCALE
-    return max(value, 0.0)
 
 
 class GitError(Exception):
@@ -355,7 +342,9 @@ class GitSync:
         self.closing = closing
         self.interval = interval
         # How long a new application waits for its first sync (its status is 404 until then).
-        self.first_sync = FIRST_SYNC_S * time_scale() if first_sync is None else first_sync
+        self.first_sync = (
+            FIRST_SYNC_S * DEFAULT_AICORE_TIME_SCALE if first_sync is None else first_sync
+        )
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     def first_due(self) -> float:

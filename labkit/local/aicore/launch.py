@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import sys
@@ -51,10 +50,7 @@ def aicore_url(cfg: Config) -> str:
 def token_port(cfg: Config) -> int:
     """The token endpoint's port: ``aicore_token_port`` (LABKIT_AICORE_TOKEN_PORT) where the
     configuration has it, else the API's port + 1."""
-    configured = getattr(cfg, "aicore_token_port", None) or os.environ.get(
-        "LABKIT_AICORE_TOKEN_PORT"
-    )
-    return int(configured) if configured else cfg.aicore_port + 1
+    return cfg.aicore_token_port or cfg.aicore_port + 1
 
 
 def token_url(cfg: Config) -> str:
@@ -159,8 +155,7 @@ def token_argv(cfg: Config) -> list[str]:
 
 def _server_env(cfg: Config) -> dict[str, str]:
     """The server's environment: the time scale of the configuration, where it has one."""
-    scale = getattr(cfg, "aicore_time_scale", None)
-    return {} if scale is None else {"LABKIT_AICORE_TIME_SCALE": str(scale)}
+    return {"LABKIT_AICORE_TIME_SCALE": str(cfg.aicore_time_scale)}
 
 
 def _daemon(cfg: Config) -> _AICore:

@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service-key", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--token-ttl", type=int, default=43200, help="token lifetime in seconds")
+    parser.add_argument("--token-ttl", type=int, default=7200, help="token lifetime in seconds")
     parser.add_argument("--runner", choices=["auto", "buildah", "host"], default="auto")
     parser.add_argument(
         "--start-timeout",
