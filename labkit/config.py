@@ -62,7 +62,9 @@ class Config(BaseSettings):
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (None: AWS)")
     registry: str = Field("localhost:5000", description="image registry host[:port]")
     image_repository: str = Field("labkit", description="repository path in the registry")
-    registry_port: int = Field(5000, ge=1, le=65535, description="port of the local registry (docker-registry)")
+    registry_port: int = Field(
+        5000, ge=1, le=65535, description="port of the local registry (docker-registry)"
+    )
     registry_username: str | None = Field(None, description="registry user for push and the secret")
     registry_password: SecretStr | None = Field(
         None, description="registry password or token (never printed)"

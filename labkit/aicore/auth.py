@@ -95,7 +95,10 @@ def _json_object(data: str | bytes | Mapping[str, Any], origin: str) -> Mapping[
     if isinstance(data, str):
         try:
             data = json.loads(data)
-        except (ValueError, RecursionError):  # also integers past Python's digit limit, deep nesting
+        except (
+            ValueError,
+            RecursionError,
+        ):  # also integers past Python's digit limit, deep nesting
             raise ConfigError(
                 f"the service key in {origin} is not JSON",
                 "paste the service key exactly as the BTP cockpit shows it",
