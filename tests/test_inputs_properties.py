@@ -52,7 +52,9 @@ JSON_SCALARS = (
 )
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 URLS = st.sampled_from(
@@ -447,8 +449,27 @@ ENV_TEXT = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30
 )
 NUMBERS = st.sampled_from(
-    ["0", "1", "-1", "80", "65535", "65536", "99999999", "1e3", "1.5", "nan", "inf", "-inf",
-     " 8080 ", "0x50", "1_000", "", "  ", "1" * 5000, "٣"]  # fmt: skip
+    [
+        "0",
+        "1",
+        "-1",
+        "80",
+        "65535",
+        "65536",
+        "99999999",
+        "1e3",
+        "1.5",
+        "nan",
+        "inf",
+        "-inf",
+        " 8080 ",
+        "0x50",
+        "1_000",
+        "",
+        "  ",
+        "1" * 5000,
+        "٣",
+    ]
 ) | st.integers(-(10**12), 10**12).map(str)
 SETTINGS = {
     "LABKIT_PROFILE": st.sampled_from(["local", "aicore", "AICORE", "Local", "", "x"]) | ENV_TEXT,
@@ -483,9 +504,12 @@ def check_config(cfg: Config) -> None:
     no_secret(json.dumps(cfg.public(), default=str))
 
 
-@given(st.dictionaries(st.sampled_from(sorted(SETTINGS)), st.none(), max_size=6).flatmap(
-    lambda keys: st.fixed_dictionaries({k: SETTINGS[k] for k in keys})
-), st.booleans())  # fmt: skip
+@given(
+    st.dictionaries(st.sampled_from(sorted(SETTINGS)), st.none(), max_size=6).flatmap(
+        lambda keys: st.fixed_dictionaries({k: SETTINGS[k] for k in keys})
+    ),
+    st.booleans(),
+)
 @example({"LABKIT_S3_PORT": "99999999"}, False)  # was accepted: a port past 65535
 @example({"LABKIT_HUB_PORT": "-1"}, True)  # was accepted
 @example({"LABKIT_AICORE_START_TIMEOUT": "inf"}, False)  # was accepted
@@ -599,9 +623,17 @@ def test_run_parameters_are_typed_or_refused(params):
 
 @pytest.mark.parametrize(
     ("value", "kind", "typed"),
-    [("4", "int", 4), (" 4 ", "int", 4), ("2.5", "float", 2.5), ("4", "float", 4.0),
-     ("true", "bool", True), ("False", "bool", False), ("123", "str", "123"),
-     ("None", "None", None), ("8", "None", 8)],  # fmt: skip
+    [
+        ("4", "int", 4),
+        (" 4 ", "int", 4),
+        ("2.5", "float", 2.5),
+        ("4", "float", 4.0),
+        ("true", "bool", True),
+        ("False", "bool", False),
+        ("123", "str", "123"),
+        ("None", "None", None),
+        ("8", "None", 8),
+    ],
 )
 def test_run_parameter_values(value, kind, typed):
     result = parameter_value(value, kind, "N", "01_x.ipynb")
@@ -610,8 +642,18 @@ def test_run_parameter_values(value, kind, typed):
 
 @pytest.mark.parametrize(
     ("value", "kind"),
-    [("x", "int"), ("4.0", "int"), ("True", "int"), (True, "int"), ("nan", "float"),
-     ("1e999", "float"), ("1", "bool"), ("yes", "bool"), (3, "str"), ("1" * 5000, "int")],  # fmt: skip
+    [
+        ("x", "int"),
+        ("4.0", "int"),
+        ("True", "int"),
+        (True, "int"),
+        ("nan", "float"),
+        ("1e999", "float"),
+        ("1", "bool"),
+        ("yes", "bool"),
+        (3, "str"),
+        ("1" * 5000, "int"),
+    ],
 )
 def test_run_parameter_wrong_type_regressions(value, kind):
     """Were passed on to papermill (a notebook failing later, or a str param given an int)."""
