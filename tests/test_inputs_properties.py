@@ -293,10 +293,34 @@ def hex_mutations(value: str) -> st.SearchStrategy[str]:
     )
 
 
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # 1, 1.0, true differ
+
+
+def expected_verdict(original: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """Whether a manifest changed from ``original`` to ``doc`` still passes: every checked field
+    the same (the optional ones may go or be null; format must stay 1 where present)."""
+    if "format" in doc and not _same(doc["format"], 1):
+        return False
+    if any(name not in doc or not _same(doc[name], original[name]) for name in CHECKED_TOP[:-1]):
+        return False
+    files = doc.get("files")
+    if not isinstance(files, list) or len(files) != len(original["files"]):
+        return False
+    for entry, before in zip(files, original["files"], strict=True):
+        if not isinstance(entry, dict):
+            return False
+        if any(name not in entry or not _same(entry[name], before[name]) for name in CHECKED_ENTRY):
+            return False
+        if any(entry.get(n) is not None and not _same(entry[n], before[n]) for n in OPTIONAL[1:]):
+            return False
+    return True
+
+
 @st.composite
-def manifests(draw: st.DrawFn, original: dict[str, Any]) -> tuple[bytes, bool | None]:
-    """(manifest bytes, expected ok): True for the same content, False for a changed checked
-    field, None where the verdict is not determined by the change (unchecked fields)."""
+def manifests(draw: st.DrawFn, original: dict[str, Any]) -> tuple[bytes, bool]:
+    """(manifest bytes, whether verification passes): the same content in other whitespace,
+    fields changed, deleted or retyped at the top or in a file entry, or no manifest at all."""
     kind = draw(st.sampled_from(["format", "mutate", "mutate", "mutate", "garbage"]))
     if kind == "garbage":
         data = draw(
@@ -309,9 +333,8 @@ def manifests(draw: st.DrawFn, original: dict[str, Any]) -> tuple[bytes, bool | 
     if kind == "format":  # the same content, other whitespace
         indent = draw(st.sampled_from([None, 0, 1, 4, "\t"]))
         return ("\n \t" + json.dumps(doc, indent=indent) + "\n\n").encode(), True
-    expected: bool | None = True
     for _ in range(draw(st.integers(1, 3))):
-        in_entry = draw(st.booleans()) and doc.get("files") and isinstance(doc["files"], list)
+        in_entry = draw(st.booleans()) and isinstance(doc.get("files"), list) and doc["files"]
         target = draw(st.sampled_from(doc["files"])) if in_entry else doc
         if not isinstance(target, dict) or not target:
             continue
@@ -319,23 +342,14 @@ def manifests(draw: st.DrawFn, original: dict[str, Any]) -> tuple[bytes, bool | 
         old = target[name]
         if draw(st.integers(0, 4)) == 0:
             del target[name]
-            new: Any = None
-        else:
-            strategy = FIELD_VALUES
-            if isinstance(old, str) and old and all(c in "0123456789abcdef" for c in old):
-                strategy = hex_mutations(old) | strategy
-            new = draw(strategy)
-            if type(new) is type(old) and new == old:
-                continue
-            if name == "repo_id" and isinstance(new, str):
-                assume(new.replace("/", "--") != old.replace("/", "--"))
-            target[name] = new
-        checked = CHECKED_ENTRY if target is not doc else CHECKED_TOP
-        if name in checked or (name in OPTIONAL and new is not None and name in target):
-            expected = False
-        elif name not in OPTIONAL and expected is True:
-            expected = None
-    return json.dumps(doc).encode(), expected
+            continue
+        strategy = FIELD_VALUES
+        if isinstance(old, str) and old and all(c in "0123456789abcdef" for c in old):
+            strategy = hex_mutations(old) | strategy
+        target[name] = new = draw(strategy)
+        if name == "repo_id" and isinstance(new, str) and isinstance(old, str):
+            assume(new.replace("/", "--") != old.replace("/", "--") or new == old)
+    return json.dumps(doc).encode(), expected_verdict(original, doc)
 
 
 def check_report(report) -> None:
@@ -359,10 +373,10 @@ def verify_with_manifest(packed, content: bytes):
 
 @given(st.data())
 def test_manifest_mutations_give_a_verdict_not_a_crash(packed, data):
-    content, expected = data.draw(manifests(json.loads(packed[1])))
+    original = json.loads(packed[1])
+    content, expected = data.draw(manifests(original))
     report = verify_with_manifest(packed, content)
-    if expected is not None:
-        assert report.ok is expected, (content[:300], report.errors)
+    assert report.ok is expected, (content[:300], report.errors)
 
 
 @pytest.mark.parametrize(
@@ -386,6 +400,7 @@ def test_broken_manifest_file_regressions(packed, content, says):
         (lambda m: m.update(revision=[1]), "no snapshot of the manifest's revision [1]"),
         (lambda m: m.update(size=True), "the manifest says True"),
         (lambda m: m.update(format=2), "format 2, this labkit reads format 1"),
+        (lambda m: m.update(format=1.0), "format 1.0, this labkit reads format 1"),
         (lambda m: m.update(repo_id=7), "repo_id 7 is not a repo id"),
         (lambda m: m["files"].append(m["files"][0]), "listed twice in the manifest"),
         (lambda m: m["files"][0].update(etag="0" * 40), "the manifest's etag is"),
@@ -676,3 +691,19 @@ def test_the_lab_notebooks_parameters_have_the_types_checked():
         check_parameters(table, {"MAX_MODEL_LEN": "long"})
     with pytest.raises(LabError, match="no notebook to run takes the parameter NOPE"):
         check_parameters(table, {"NOPE": "1"})
+
+
+@pytest.mark.parametrize(
+    "report",
+    ["[1]", '{"notebooks": [{"x": 1}]}', '{"notebooks": 5, "out_dir": "x"}', "[" * 100_000, "\xff"],
+)
+def test_corrupt_last_run_report_is_no_run_to_resume(report, lab_env):
+    """`labkit run --resume` reads the last run's report.json: was TypeError/AttributeError."""
+    from labkit.run import last_failed_run
+
+    cfg = load_config()
+    run_dir = cfg.runs_dir / "old"
+    run_dir.mkdir(parents=True)
+    (run_dir / "report.json").write_text(report, encoding="latin-1")
+    (cfg.runs_dir / "last-run").write_text(f"{run_dir}\n")
+    assert last_failed_run(cfg) is None

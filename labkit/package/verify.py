@@ -278,7 +278,7 @@ class _Checker:
                 self.warnings.append(f"{name}: no snapshot file links to this blob")
 
     def against_manifest(self, data: dict[str, Any], tar_name: str, sha256: str, size: int) -> None:
-        if data.get("format", 1) != 1 or isinstance(data.get("format"), bool):
+        if not _same(data.get("format", 1), 1):
             self.errors.append(
                 f"manifest: format {_shown(data.get('format'))}, this labkit reads format 1"
             )
