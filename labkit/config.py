@@ -60,6 +60,8 @@ class Config(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         validate_default=True,
+        # `LABKIT_BUCKET=` (as .env.example lists the names) means unset, not an empty name.
+        env_ignore_empty=True,
     )
 
     profile: Literal["local", "aicore"] = Field(
@@ -76,7 +78,9 @@ class Config(BaseSettings):
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (None: AWS)")
     registry: str = Field("localhost:5000", description="image registry host[:port]")
     image_repository: str = Field("labkit", description="repository path in the registry")
-    registry_port: int = Field(5000, description="port of the local registry (docker-registry)")
+    registry_port: int = Field(
+        5000, ge=1, le=65535, description="port of the local registry (docker-registry)"
+    )
     registry_username: str | None = Field(None, description="registry user for push and the secret")
     registry_password: SecretStr | None = Field(
         None, description="registry password or token (never printed)"
@@ -113,15 +117,18 @@ class Config(BaseSettings):
         ),
         description="service key JSON as BTP gives it",
     )
-    aicore_port: int = Field(8100, description="port of the local AI Core emulator")
+    aicore_port: int = Field(8100, ge=1, le=65535, description="port of the local AI Core emulator")
     aicore_token_ttl: int = Field(
         7200,
         ge=60,
+        le=366 * 86400,
         description="lifetime in s of the local AI Core's OAuth tokens (expires_in 7199, as "
         "SAP's 'Get an Auth Token' page shows)",
     )
     aicore_token_port: int | None = Field(
         None,
+        ge=1,
+        le=65535,
         description="port of the local AI Core's token endpoint, a host of its own as XSUAA's "
         "is on a tenant (default: the API's port + 1)",
     )
@@ -137,6 +144,7 @@ class Config(BaseSettings):
     aicore_start_timeout: float = Field(
         600.0,
         gt=0,
+        allow_inf_nan=False,
         description="floor in s of the local AI Core's start-up deadline (storage initializer "
         "and predictor start; a tenant's is Knative's 600 s), so real downloads and vLLM starts "
         "have time at any time scale",
@@ -162,7 +170,7 @@ class Config(BaseSettings):
     git_password: SecretStr | None = Field(
         None, description="token for AI Core's read access to that repo (never printed)"
     )
-    s3_port: int = Field(9000, description="port of the local S3 (moto)")
+    s3_port: int = Field(9000, ge=1, le=65535, description="port of the local S3 (moto)")
     aws_region: str | None = Field(
         None, description="S3 region (default: AWS_REGION or the AWS profile's, else us-east-1)"
     )
@@ -184,7 +192,7 @@ class Config(BaseSettings):
     hf_endpoint: str | None = Field(
         None, description="Hub URL (default: the local mirror, or huggingface.co)"
     )
-    hub_port: int = Field(8090, description="port of the local Hub mirror")
+    hub_port: int = Field(8090, ge=1, le=65535, description="port of the local Hub mirror")
     hub_cache_dir: Path | None = Field(None, description="Hugging Face cache that downloads go to")
     hf_token: SecretStr | None = Field(
         None,
@@ -267,10 +275,11 @@ class Config(BaseSettings):
             text, origin = self.aicore_service_key.get_secret_value(), "AICORE_SERVICE_KEY"
         elif self.aicore_service_key_file is not None:
             try:
-                text = self.aicore_service_key_file.read_text()
-            except OSError as exc:
+                text = self.aicore_service_key_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 raise ConfigError(
-                    f"cannot read the service key file {self.aicore_service_key_file} ({exc.strerror})",
+                    f"cannot read the service key file {self.aicore_service_key_file} ({why})",
                     "set LABKIT_AICORE_SERVICE_KEY_FILE to the JSON file BTP gave you",
                 ) from None
             origin = str(self.aicore_service_key_file)
@@ -278,7 +287,7 @@ class Config(BaseSettings):
             return None
         try:
             key = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also huge integers and deep nesting
             raise ConfigError(
                 f"the service key in {origin} is not JSON",
                 "paste the service key exactly as the BTP cockpit shows it",
@@ -320,6 +329,10 @@ def load_config(**params: Any) -> Config:
     root = Path(params["root"]) if "root" in params else find_root()
     try:
         return Config(_env_file=root / ".env", **params)
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{root / '.env'} is not UTF-8 text", "save it as UTF-8, or remove the broken lines"
+        ) from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "configuration"

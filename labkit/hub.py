@@ -194,10 +194,17 @@ def _translate(
     import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub.errors import (
         GatedRepoError,
+        HFValidationError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    if isinstance(exc, HFValidationError):  # huggingface_hub refuses the name before any request
+        shown = repo_id if len(repo_id) <= 100 else repo_id[:99] + "…"
+        return ModelError(
+            f"{shown!r} is not a Hub repo id",
+            "use org/name: letters, digits, '-', '_' and '.', at most 96 characters",
+        )
     if isinstance(exc, GatedRepoError):
         if token:
             return ModelError(

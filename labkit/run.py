@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -25,11 +26,64 @@ def lab_notebooks(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
 
 
-def notebook_parameters(path: Path) -> set[str]:
-    """The names a notebook's ``parameters`` cell declares (as papermill sees them)."""
+def notebook_parameters(path: Path) -> dict[str, str]:
+    """The names a notebook's ``parameters`` cell declares, with their types (as papermill
+    infers them: ``int``, ``float``, ``bool``, ``str``, or what a comment annotates)."""
     import papermill
 
-    return set(papermill.inspect_notebook(str(path)))
+    return {
+        name: str(info.get("inferred_type_name") or "")
+        for name, info in papermill.inspect_notebook(str(path)).items()
+    }
+
+
+_BOOLS = {"true": True, "false": False}
+_EXPECTED = {"int": "an integer", "float": "a finite number", "bool": "True or False"}
+_EXAMPLES = {"int": "4", "float": "2.5", "bool": "True", "str": "text"}
+
+
+def parameter_value(value: Any, kind: str, name: str, notebook: str) -> Any:
+    """``value`` as the notebook's parameter ``name`` of type ``kind`` takes it: text (from the
+    command line) is converted, a Python value must already have the type; a StepError says
+    what the notebook expects. Types papermill cannot name pass unchecked."""
+    if kind not in ("str", "int", "float", "bool"):
+        return _untyped(value) if isinstance(value, str) else value
+    try:
+        typed = _convert(value.strip(), kind) if isinstance(value, str) and kind != "str" else value
+    except (ValueError, OverflowError):
+        typed = None
+    wanted = {"str": str, "int": int, "float": int | float, "bool": bool}[kind]
+    if (
+        isinstance(typed, wanted)
+        and (kind == "bool" or not isinstance(typed, bool))
+        and (kind != "float" or math.isfinite(typed))
+    ):
+        return typed
+    shown = " ".join(str(value).split())
+    shown = shown if len(shown) <= 40 else shown[:39] + "…"
+    raise StepError(
+        f"{notebook} takes {name} as {_EXPECTED.get(kind, 'text')} ({kind}), not {shown!r}",
+        f"e.g. -p {name} {_EXAMPLES[kind]}; `papermill --help-notebook notebooks/{notebook}` "
+        "lists its parameters",
+    )
+
+
+def _convert(text: str, kind: str) -> Any:
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    return _BOOLS.get(text.lower())
+
+
+def _untyped(text: str) -> Any:
+    """Text typed as papermill's -p types it: numbers, True/False and None become Python values."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(text, text)
 
 
 @dataclass
@@ -193,7 +247,8 @@ def last_failed_run(cfg: Config) -> RunReport | None:
     pointer = cfg.runs_dir / "last-run"
     try:
         report = RunReport.load(Path(pointer.read_text().strip()) / "report.json")
-    except (OSError, ValueError, KeyError):
+    # A report that is not the JSON object `labkit run` writes is no run to resume.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     return None if report.ok else report
 
@@ -214,7 +269,7 @@ def run_lab(
     its folder from the notebook that failed; the notebooks after it read what the earlier ones
     recorded from the lab state."""
     notebooks, earlier, out_dir = _notebooks_to_run(cfg, only, resume, out_dir)
-    declared = _declared_parameters(notebooks, parameters or {})
+    typed = _typed_parameters(notebooks, parameters or {})
     out_dir = out_dir or cfg.runs_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = RunReport(str(out_dir), cfg.profile, list(earlier))
@@ -225,8 +280,7 @@ def run_lab(
     )
     try:
         for nb in notebooks:
-            wanted = {k: v for k, v in (parameters or {}).items() if k in declared[nb.name]}
-            run = _execute(nb, out_dir / nb.name, wanted, progress)
+            run = _execute(nb, out_dir / nb.name, typed[nb.name], progress)
             report.notebooks.append(run)
             if run.status != "ok":
                 raise StepError(
@@ -267,16 +321,31 @@ def _notebooks_to_run(
     return notebooks, earlier, out_dir
 
 
-def _declared_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> dict[str, set]:
-    """Each notebook's parameter names; a StepError for a given name that no notebook takes."""
-    declared = {nb.name: notebook_parameters(nb) for nb in notebooks}
-    unknown = sorted(set(parameters) - set().union(*declared.values()))
+def _typed_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> dict[str, dict]:
+    """Each notebook's share of ``parameters``, typed as it declares them (see check_parameters)."""
+    return check_parameters({nb.name: notebook_parameters(nb) for nb in notebooks}, parameters)
+
+
+def check_parameters(
+    declared: dict[str, dict[str, str]], parameters: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """For each notebook (name -> its parameters' types), the given parameters it declares,
+    typed; a StepError for a name no notebook takes or a value of the wrong type."""
+    unknown = sorted(set(parameters) - set().union(*map(set, declared.values())))
     if unknown:
+        shown = ", ".join(" ".join(str(name).split())[:60] for name in unknown[:5])
         raise StepError(
-            f"no notebook to run takes the parameter {', '.join(unknown)}",
+            f"no notebook to run takes the parameter {shown}",
             "`papermill --help-notebook notebooks/NN_....ipynb` lists a notebook's parameters",
         )
-    return declared
+    return {
+        nb: {
+            name: parameter_value(value, types[name], name, nb)
+            for name, value in parameters.items()
+            if name in types
+        }
+        for nb, types in declared.items()
+    }
 
 
 def _execute(nb: Path, output: Path, parameters: dict[str, Any], progress: bool) -> NotebookRun:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -79,12 +80,25 @@ def _token_url(url: str) -> str:
     return url if url.endswith("/oauth/token") else url + "/oauth/token"
 
 
-def parse_service_key(data: str | Mapping[str, Any], origin: str = "the service key") -> ServiceKey:
-    """A service key as BTP gives it (JSON text or dict, also wrapped in ``credentials``)."""
+_KEY_HINT = "use a service key of an SAP AI Core instance, as the BTP cockpit shows it"
+# The fields the lab reads; each is text in a BTP service key (never echoed: some are secrets).
+_TEXT_FIELDS = ("clientid", "clientsecret", "url", "certurl", "certificate", "key", "identityzone")
+
+
+def _json_object(data: str | bytes | Mapping[str, Any], origin: str) -> Mapping[str, Any]:
+    """The key's JSON object (unwrapped from ``credentials``), or a one-line ConfigError."""
+    if isinstance(data, bytes | bytearray):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"the service key in {origin} is not UTF-8 text", _KEY_HINT) from None
     if isinstance(data, str):
         try:
             data = json.loads(data)
-        except json.JSONDecodeError:
+        except (
+            ValueError,
+            RecursionError,
+        ):  # also integers past Python's digit limit, deep nesting
             raise ConfigError(
                 f"the service key in {origin} is not JSON",
                 "paste the service key exactly as the BTP cockpit shows it",
@@ -96,33 +110,75 @@ def parse_service_key(data: str | Mapping[str, Any], origin: str = "the service 
             f"the service key in {origin} is not a JSON object",
             "use the AI Core service key JSON from the BTP cockpit",
         )
+    return data
+
+
+def _text(data: Mapping[str, Any], name: str, origin: str) -> str:
+    """A text field of the key, stripped ("" when absent or null); never echoes the value."""
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"the service key in {origin} has {name} of type {type(value).__name__}, not text",
+            _KEY_HINT,
+        )
+    return value.strip()
+
+
+def _http_url(value: str, name: str, origin: str) -> str:
+    """``value`` if it is an http(s) URL with a host, else a ConfigError naming the field."""
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 literal
+        ok = False
+    if not ok or any(c.isspace() for c in value):
+        raise ConfigError(
+            f"the service key in {origin} has a {name} that is not an http(s) URL with a host",
+            _KEY_HINT,
+        )
+    return value
+
+
+def parse_service_key(
+    data: str | bytes | Mapping[str, Any], origin: str = "the service key"
+) -> ServiceKey:
+    """A service key as BTP gives it (JSON text or dict, also wrapped in ``credentials``)."""
+    data = _json_object(data, origin)
+    fields = {name: _text(data, name, origin) for name in _TEXT_FIELDS}
     urls = data.get("serviceurls")
-    api_url = urls.get("AI_API_URL") if isinstance(urls, Mapping) else None
-    x509 = bool(data.get("certificate") and data.get("key"))
-    missing = [] if data.get("clientid") else ["clientid"]
-    if not (data.get("url") or (x509 and data.get("certurl"))):
+    if urls is not None and not isinstance(urls, Mapping):
+        raise ConfigError(
+            f"the service key in {origin} has serviceurls of type {type(urls).__name__}, "
+            "not an object",
+            _KEY_HINT,
+        )
+    api_url = _text(urls, "AI_API_URL", origin) if urls is not None else ""
+    x509 = bool(fields["certificate"] and fields["key"])
+    missing = [] if fields["clientid"] else ["clientid"]
+    if not (fields["url"] or (x509 and fields["certurl"])):
         missing.append("url")
     if not api_url:
         missing.append("serviceurls.AI_API_URL")
-    if not data.get("clientsecret") and not x509:
+    if not fields["clientsecret"] and not x509:
         missing.append("clientsecret (or certificate and key)")
     if missing:
-        raise ConfigError(
-            f"the service key in {origin} lacks {', '.join(missing)}",
-            "use a service key of an SAP AI Core instance, as the BTP cockpit shows it",
-        )
-    for value in (data.get("clientsecret"), data.get("key")):
-        register_secret(value)
-    auth = data.get("certurl") if x509 and data.get("certurl") else data.get("url")
+        raise ConfigError(f"the service key in {origin} lacks {', '.join(missing)}", _KEY_HINT)
+    register_secret(fields["clientsecret"], fields["key"])
+    auth_field = "certurl" if x509 and fields["certurl"] else "url"
+    auth = _http_url(fields[auth_field], auth_field, origin)
+    api_url = _http_url(api_url, "serviceurls.AI_API_URL", origin)
+    secret = fields["clientsecret"]
     return ServiceKey(
-        client_id=str(data["clientid"]),
-        auth_url=_token_url(str(auth)),
-        api_url=str(api_url).rstrip("/").removesuffix("/v2"),
+        client_id=fields["clientid"],
+        auth_url=_token_url(auth),
+        api_url=api_url.rstrip("/").removesuffix("/v2"),
         origin=origin,
-        client_secret=SecretStr(str(data["clientsecret"])) if data.get("clientsecret") else None,
-        certificate=SecretStr(str(data["certificate"])) if x509 else None,
-        key=SecretStr(str(data["key"])) if x509 else None,
-        identityzone=str(data.get("identityzone", "")),
+        client_secret=SecretStr(secret) if secret else None,
+        certificate=SecretStr(fields["certificate"]) if x509 else None,
+        key=SecretStr(fields["key"]) if x509 else None,
+        identityzone=fields["identityzone"],
     )
 
 
@@ -154,9 +210,10 @@ def load_service_key(cfg: Config) -> ServiceKey:
 def _read_key_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(
-            f"cannot read the service key file {path} ({exc.strerror})",
+            f"cannot read the service key file {path} ({why})",
             "set LABKIT_AICORE_SERVICE_KEY_FILE to the JSON file BTP gave you",
         ) from None
 
@@ -167,25 +224,33 @@ def _sdk_env_key() -> ServiceKey:
 
     try:
         creds = fetch_credentials()
-    except (ValueError, KeyError, FileNotFoundError):
+    except (ValueError, KeyError, FileNotFoundError, RecursionError):
         raise ConfigError(
             "no AI Core service key found",
             "set AICORE_SERVICE_KEY to the service key JSON (or LABKIT_AICORE_SERVICE_KEY_FILE to "
             "its file), or the SDK's AICORE_CLIENT_ID, AICORE_CLIENT_SECRET, AICORE_AUTH_URL and "
             "AICORE_BASE_URL",
         ) from None
+    except (OSError, AttributeError, TypeError) as exc:
+        # The SDK trips over its own sources: AICORE_CONFIG naming a folder, VCAP_SERVICES that
+        # is JSON but not an object of service lists, ...
+        raise ConfigError(
+            f"the AI Core SDK cannot read its credentials ({type(exc).__name__})",
+            "fix or unset AICORE_CONFIG, AICORE_HOME and VCAP_SERVICES, or set AICORE_SERVICE_KEY "
+            "to the service key JSON",
+        ) from None
     cert, key = creds.get("cert_str"), creds.get("key_str")
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, UnicodeDecodeError):
         if creds.get("cert_file_path") and creds.get("key_file_path"):
             cert = Path(creds["cert_file_path"]).read_text()
             key = Path(creds["key_file_path"]).read_text()
     data = {
-        "clientid": creds["client_id"],
+        "clientid": creds.get("client_id"),
         "clientsecret": creds.get("client_secret"),
         "certificate": cert,
         "key": key,
-        "url": creds["auth_url"],
-        "serviceurls": {"AI_API_URL": creds["base_url"]},
+        "url": creds.get("auth_url"),
+        "serviceurls": {"AI_API_URL": creds.get("base_url")},
     }
     return parse_service_key(data, "the AICORE_* variables")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from labkit import __version__
 from labkit.cli import deploy, download, env, image, run, size, template, upload
@@ -20,10 +21,18 @@ from labkit.errors import LabError
 GROUPS = (size, download, upload, image, deploy, template, run, env)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage error stays one line after the usage, whatever the
+    arguments hold (argparse echoes a bad argument as it is, newlines included)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(" ".join(message.split()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (kept separate so --help text is testable)."""
     common = common_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="labkit",
         description="Take an open LLM to a measured vLLM endpoint on SAP AI Core, one step at a time.",
         epilog="Settings come from options, then LABKIT_* variables, then .env. See README.md.",

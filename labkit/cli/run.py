@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from labkit.cli.common import emit
 from labkit.config import Config
-
-
-def _parameter_value(text: str) -> Any:
-    """A notebook parameter from the command line, typed as papermill's -p types it: numbers,
-    True/False and None become Python values, anything else stays a string."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"True": True, "False": False, "None": None}.get(text, text)
 
 
 def _cmd_run(args: argparse.Namespace, cfg: Config) -> int:
@@ -28,7 +16,8 @@ def _cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         cfg,
         out_dir=args.out,
         only=args.only,
-        parameters={name: _parameter_value(value) for name, value in args.parameter or []},
+        # Text as typed: labkit.run converts it to the type each notebook declares.
+        parameters=dict(args.parameter or []),
         progress=not args.json,
         resume=args.resume,
     )

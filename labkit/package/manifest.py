@@ -87,24 +87,41 @@ def write_sidecars(tarball: Tarball, plan: TarPlan) -> None:
 def _load_manifest(
     path: Path, manifest: Any, errors: list[str], warnings: list[str]
 ) -> dict[str, Any] | None:
+    """The manifest to check against (given, or the one beside the archive); a broken one is an
+    error in the report, never an exception."""
     if isinstance(manifest, dict):
-        return manifest
-    source = (
-        Path(manifest) if manifest is not None else path.with_name(path.name + ".manifest.json")
-    )
-    if not source.is_file():
-        if manifest is not None:
-            errors.append(f"{source.name}: manifest not found")
-        else:
-            warnings.append(f"no {source.name} beside the archive: per-file checksums not checked")
-        return None
-    try:
-        data = json.loads(source.read_text())
-    except json.JSONDecodeError as exc:
-        errors.append(f"{source.name}: not valid JSON ({exc})")
-        return None
+        name, data = "manifest", manifest
+    else:
+        source = (
+            Path(manifest) if manifest is not None else path.with_name(path.name + ".manifest.json")
+        )
+        name = source.name
+        try:
+            found = source.is_file()
+        except (OSError, ValueError):  # a NUL byte or an unreadable folder in the path
+            found = False
+        if not found:
+            if manifest is not None:
+                errors.append(f"{name}: manifest not found")
+            else:
+                warnings.append(f"no {name} beside the archive: per-file checksums not checked")
+            return None
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+        except OSError as exc:
+            errors.append(f"{name}: cannot be read ({exc.strerror})")
+            return None
+        except UnicodeDecodeError:
+            errors.append(f"{name}: not UTF-8 text")
+            return None
+        except json.JSONDecodeError as exc:
+            errors.append(f"{name}: not valid JSON ({exc})")
+            return None
+        except (ValueError, RecursionError):  # integers past Python's digit limit, deep nesting
+            errors.append(f"{name}: not valid JSON (too large a number or too deeply nested)")
+            return None
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
-        errors.append(f"{source.name}: not a labkit manifest (no 'files' list)")
+        errors.append(f"{name}: not a labkit manifest (no 'files' list)")
         return None
     return data
 

@@ -75,15 +75,39 @@ def verify_tarball(
 
     if data is not None:
         check.against_manifest(data, path.name, sha256, size)
-    sidecar = path.with_name(path.name + ".sha256")
-    if sidecar.is_file():
-        recorded = sidecar.read_text().split()
-        if not recorded or recorded[0] != sha256:
-            errors.append(
-                f"{path.name}: sha256 is {sha256}, {sidecar.name} says "
-                f"{recorded[0] if recorded else 'nothing'}"
-            )
+    _check_sidecar(path, sha256, errors)
     return VerifyReport(path, not errors, errors, warnings, sha256, size, check.count)
+
+
+def _check_sidecar(path: Path, sha256: str, errors: list[str]) -> None:
+    """The ``.sha256`` file beside the archive (``sha256sum``'s line), if there is one."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        return
+    try:
+        recorded = sidecar.read_bytes().decode("ascii").split()
+    except OSError as exc:
+        errors.append(f"{sidecar.name}: cannot be read ({exc.strerror})")
+        return
+    except UnicodeDecodeError:
+        errors.append(f"{sidecar.name}: not a sha256sum line (holds non-ASCII bytes)")
+        return
+    said = recorded[0].lower() if recorded else ""
+    if said != sha256:
+        shown = said[:64] + ("…" if len(said) > 64 else "") if said else "nothing"
+        errors.append(f"{path.name}: sha256 is {sha256}, {sidecar.name} says {shown}")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A manifest value for an error line: one line, at most ``limit`` characters (text as it
+    is, anything else as its repr)."""
+    text = " ".join((value if isinstance(value, str) else repr(value)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _same(value: Any, expected: Any) -> bool:
+    """Equal and of the same type (so that ``true`` is not the size 1, nor ``1.0``)."""
+    return type(value) is type(expected) and value == expected
 
 
 class _Checker:
@@ -254,53 +278,70 @@ class _Checker:
                 self.warnings.append(f"{name}: no snapshot file links to this blob")
 
     def against_manifest(self, data: dict[str, Any], tar_name: str, sha256: str, size: int) -> None:
-        if data.get("sha256") != sha256:
+        if not _same(data.get("format", 1), 1):
             self.errors.append(
-                f"{tar_name}: sha256 is {sha256}, the manifest says {data.get('sha256')}"
+                f"manifest: format {_shown(data.get('format'))}, this labkit reads format 1"
             )
-        if data.get("size") != size:
-            self.errors.append(f"{tar_name}: {size} bytes, the manifest says {data.get('size')}")
+        if not _same(data.get("sha256"), sha256):
+            self.errors.append(
+                f"{tar_name}: sha256 is {sha256}, the manifest says {_shown(data.get('sha256'))}"
+            )
+        if not _same(data.get("size"), size):
+            self.errors.append(
+                f"{tar_name}: {size} bytes, the manifest says {_shown(data.get('size'))}"
+            )
         repo_id = data.get("repo_id")
-        if (
-            isinstance(repo_id, str)
-            and self.repo
-            and self.repo != {"models--" + repo_id.replace("/", "--")}
-        ):
+        if not isinstance(repo_id, str):
+            self.errors.append(f"manifest: repo_id {_shown(repo_id)} is not a repo id")
+        elif self.repo and self.repo != {"models--" + repo_id.replace("/", "--")}:
             self.errors.append(
-                f"{tar_name}: holds {', '.join(self.repo)}, the manifest says {repo_id}"
+                f"{tar_name}: holds {', '.join(self.repo)}, the manifest says {_shown(repo_id)}"
             )
-        if data.get("revision") not in self.snapshots:
+        revision = data.get("revision")
+        if not isinstance(revision, str) or revision not in self.snapshots:
             self.errors.append(
-                f"{tar_name}: no snapshot of the manifest's revision {data.get('revision')}"
+                f"{tar_name}: no snapshot of the manifest's revision {_shown(revision)}"
             )
         listed = set()
         for entry in data["files"]:
             name = entry.get("path") if isinstance(entry, dict) else None
             if not isinstance(name, str):
-                self.errors.append(f"manifest: malformed file entry {entry!r}")
+                self.errors.append(f"manifest: malformed file entry {_shown(entry)}")
+                continue
+            if name in listed:
+                self.errors.append(f"{_shown(name)}: listed twice in the manifest")
                 continue
             listed.add(name)
-            target = self.links.get(name)
-            if target is None:
-                self.errors.append(f"{name}: listed in the manifest but not a link in the archive")
-                continue
-            if entry.get("blob") not in (None, target):
-                self.errors.append(
-                    f"{name}: links to {target}, the manifest says {entry.get('blob')}"
-                )
-            if target not in self.regular:
-                continue
-            blob_size, blob_sha = self.regular[target]
-            if entry.get("sha256") != blob_sha:
-                self.errors.append(
-                    f"{name}: sha256 is {blob_sha}, the manifest says {entry.get('sha256')}"
-                )
-            if entry.get("size") != blob_size:
-                self.errors.append(
-                    f"{name}: {blob_size} bytes, the manifest says {entry.get('size')}"
-                )
+            self._manifest_entry(name, entry)
         for name in sorted(set(self.links) - listed):
             self.errors.append(f"{name}: in the archive but not listed in the manifest")
+
+    def _manifest_entry(self, name: str, entry: dict[str, Any]) -> None:
+        target = self.links.get(name)
+        if target is None:
+            self.errors.append(
+                f"{_shown(name)}: listed in the manifest but not a link in the archive"
+            )
+            return
+        blob = entry.get("blob")
+        if blob is not None and not _same(blob, target):
+            self.errors.append(f"{name}: links to {target}, the manifest says {_shown(blob)}")
+        etag = entry.get("etag")
+        if etag is not None and not _same(etag, target.rsplit("/", 1)[-1]):
+            self.errors.append(
+                f"{name}: blob {target.rsplit('/', 1)[-1]}, the manifest's etag is {_shown(etag)}"
+            )
+        if target not in self.regular:
+            return
+        blob_size, blob_sha = self.regular[target]
+        if not _same(entry.get("sha256"), blob_sha):
+            self.errors.append(
+                f"{name}: sha256 is {blob_sha}, the manifest says {_shown(entry.get('sha256'))}"
+            )
+        if not _same(entry.get("size"), blob_size):
+            self.errors.append(
+                f"{name}: {blob_size} bytes, the manifest says {_shown(entry.get('size'))}"
+            )
 
 
 def _hash_member(tf: tarfile.TarFile, ti: tarfile.TarInfo, *, git: bool) -> tuple[str, str]:
