@@ -91,12 +91,6 @@ def _options(
         "activation_gib": activation_gib,
         "non_torch_gib": non_torch_gib,
     }
-    for label, value in {**sizes, "kv_cache_gib": kv_cache_gib}.items():
-        if value is not None and not math.isfinite(value):  # NaN or inf: no size to account
-            raise SizingError(
-                f"{label} must be a finite number, not {value}",
-                f"give --{label.replace('_', '-')} in GiB, e.g. 1.5",
-            )
     for label, value in sizes.items():
         if value is not None and value < 0:
             raise SizingError(
