@@ -88,6 +88,7 @@ def test_a_plan_the_service_plan_lacks_is_warned_about(lab_env, tmp_path, monkey
     assert any("not available on the free service plan" in n for n in free.notes)
     assert not templates.lab_values(cfg, state, service_plan="standard").notes
     monkeypatch.setenv("LABKIT_AICORE_SERVICE_PLAN", "free")
+    cfg = load_config(template_repo_dir=tmp_path / "git")  # the setting: Config.aicore_service_plan
     assert any("free service plan" in n for n in templates.lab_values(cfg, state).notes)
     ok = plan_availability("starter", public=True, service_plan="free", tenant=True)
     assert ok is None
