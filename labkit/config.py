@@ -35,6 +35,18 @@ def parse_time_scale(value: Any) -> float:
     return scale
 
 
+def read_service_key_file(path: Path) -> str:
+    """The text of a service key file; a one-line ConfigError when it cannot be read as UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"cannot read the service key file {path} ({why})",
+            "set LABKIT_AICORE_SERVICE_KEY_FILE to the JSON file BTP gave you",
+        ) from None
+
+
 def user_cache_dir() -> Path:
     """This user's cache folder on this machine: XDG_CACHE_HOME, else ~/.cache."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -274,14 +286,7 @@ class Config(BaseSettings):
         if self.aicore_service_key is not None:
             text, origin = self.aicore_service_key.get_secret_value(), "AICORE_SERVICE_KEY"
         elif self.aicore_service_key_file is not None:
-            try:
-                text = self.aicore_service_key_file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                raise ConfigError(
-                    f"cannot read the service key file {self.aicore_service_key_file} ({why})",
-                    "set LABKIT_AICORE_SERVICE_KEY_FILE to the JSON file BTP gave you",
-                ) from None
+            text = read_service_key_file(self.aicore_service_key_file)
             origin = str(self.aicore_service_key_file)
         else:
             return None

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from labkit.aicore.errors import AICoreError
 from labkit.aicore.secrets import MASK, _short, register_secret
-from labkit.config import Config
+from labkit.config import Config, read_service_key_file
 from labkit.errors import ConfigError, LabError, ServiceError
 
 _HTTP_TIMEOUT = (10.0, 30.0)
@@ -198,24 +198,13 @@ def load_service_key(cfg: Config) -> ServiceKey:
                 f"no service key of the local AI Core at {path}",
                 "start the local services with `labkit local up`",
             )
-        return parse_service_key(_read_key_file(path), str(path))
+        return parse_service_key(read_service_key_file(path), str(path))
     if cfg.aicore_service_key is not None:
         return parse_service_key(cfg.aicore_service_key.get_secret_value(), "AICORE_SERVICE_KEY")
     if cfg.aicore_service_key_file is not None:
         path = cfg.aicore_service_key_file
-        return parse_service_key(_read_key_file(path), str(path))
+        return parse_service_key(read_service_key_file(path), str(path))
     return _sdk_env_key()
-
-
-def _read_key_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(
-            f"cannot read the service key file {path} ({why})",
-            "set LABKIT_AICORE_SERVICE_KEY_FILE to the JSON file BTP gave you",
-        ) from None
 
 
 def _sdk_env_key() -> ServiceKey:
