@@ -201,8 +201,8 @@ def tensor_parallel(lt: Linter) -> None:
     heads = lt.ctx.attention_heads
     shards = lt.value("NUM_SHARD")
     tp = int(shards) if shards and shards.isdigit() else None
-    if tp is None:
-        return
+    if tp is None or tp < 1:
+        return  # env-value reports a NUM_SHARD that is no whole number of at least 1
     if heads and heads % tp:
         fits = [d for d in range(1, heads + 1) if heads % d == 0]
         lt.emit(

@@ -398,7 +398,11 @@ def placeholder_unused(lt: Linter) -> None:
 def placeholder_location(lt: Linter) -> None:
     t = lt.t
     outside = {k: v for k, v in t.items() if k != "spec"}
-    outside["spec"] = {k: v for k, v in (t.get("spec") or {}).items() if k != "template"}
+    spec = t.get("spec")
+    # A spec that is no mapping (a list, a scalar) is outside spec.template as a whole.
+    outside["spec"] = (
+        {k: v for k, v in spec.items() if k != "template"} if isinstance(spec, dict) else spec
+    )
     if isinstance(get_path(t, "spec", "template"), dict):
         outside["template"] = {
             k: v for k, v in t["spec"]["template"].items() if k not in ("spec", "metadata")
