@@ -145,6 +145,11 @@ def as_str(key: str, value: Any) -> str:
     )
 
 
+def as_list(value: Any) -> list[Any]:
+    """``value`` when it is a list, else [] (a field of the wrong type holds no items)."""
+    return value if isinstance(value, list) else []
+
+
 def kserve_container(predictor: Any) -> dict[str, Any] | None:
     """The predictor's container named kserve-container; None when there is none."""
     containers = predictor.get("containers") if isinstance(predictor, dict) else None
