@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from templates_common import CPU_BINDINGS, REQUIRED, REV, SHIPPED, URL, context, data, sub, text
 
@@ -26,6 +26,14 @@ from labkit.templates import LintReport, TemplateError
 from labkit.templates.load import MAX_DEPTH, MAX_TEMPLATE_CHARS
 
 RULE_CODES = set(templates.RULES)
+
+
+def fewer(divisor: int) -> settings:
+    """A share of the profile's examples for a test that lints or runs the CLI several times
+    an example (the file stays fast; `make fuzz` still scales it up)."""
+    return settings(max_examples=max(10, settings.default.max_examples // divisor))
+
+
 INNER = {
     "labels": ("spec", "template", "metadata", "labels"),
     "annotations": ("spec", "template", "metadata", "annotations"),
@@ -191,6 +199,7 @@ def assert_report(report: Any) -> None:
         assert set(finding) == {"rule", "message"}
         assert finding["rule"] in RULE_CODES
         assert isinstance(finding["message"], str) and finding["message"]
+        assert len(finding["message"].splitlines()) == 1, finding
     json.loads(json.dumps(shape))
     assert report.to_text().splitlines()[-1]
     report._repr_html_()
@@ -271,6 +280,7 @@ def test_the_unmutated_trees_lint_like_the_shipped_template():
 # --- lint: mutated templates ----------------------------------------------------------------------
 
 
+@fewer(5)
 @given(mutated())
 def test_lint_of_a_mutated_template_is_a_report(tpl):
     assert_report(templates.lint(tpl))
@@ -281,6 +291,7 @@ def test_lint_of_a_mutated_template_is_a_report(tpl):
     lint_or_error(as_text if "\n" in as_text else as_text + "\n")
 
 
+@fewer(4)
 @given(mutated(), bindings_strategy(), st.sampled_from([None, 0, -4, 1, 9, 12]))
 def test_lint_with_a_context_is_a_report(tpl, bound, heads):
     ctx = context(bind={}, attention_heads=heads)
@@ -288,8 +299,10 @@ def test_lint_with_a_context_is_a_report(tpl, bound, heads):
     assert_report(templates.lint(tpl, context=ctx))
 
 
+@fewer(4)
 @given(st.sampled_from(sorted(p["name"] for p in OUTER["spec"]["inputs"]["parameters"])), VALUES)
 @example("numGpus", "0")
+@example("image", "reg/img:latest\\nmore")
 @example("numGpus", "²")
 @example("numGpus", "9" * 5000)
 @example("maxModelLen", "1" + "0" * 400 + "k")
@@ -302,11 +315,13 @@ def test_lint_of_any_binding_is_a_report(name, value):
 # --- render and bindings --------------------------------------------------------------------------
 
 
+@fewer(3)
 @given(mutated())
 def test_render_of_a_mutated_template_is_a_result_or_template_error(tpl):
     render_or_error(tpl, CPU_BINDINGS, {"model": URL})
 
 
+@fewer(4)
 @given(bindings_strategy(), st.dictionaries(st.text(max_size=8), st.text(max_size=20), max_size=2))
 def test_render_and_bindings_of_any_values(bound, artifacts):
     render_or_error(data(), bound, {"model": URL, **artifacts})
@@ -345,11 +360,13 @@ def edited_text(draw: st.DrawFn) -> str:
     return source[:start] + junk + source[end:]
 
 
+@fewer(3)
 @given(edited_text())
 def test_lint_of_edited_text_is_a_report(source):
     lint_or_error(source + "\n")
 
 
+@fewer(3)
 @given(st.binary(max_size=300) | edited_text().map(lambda s: s.encode("utf-8", "surrogatepass")))
 @example(b"")
 @example(b"\xff\xfe\x00")
@@ -371,6 +388,7 @@ def billion_laughs(levels: int, width: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@fewer(5)
 @given(st.integers(1, 12), st.integers(1, 12), st.sampled_from(["top", "inner"]))
 @example(9, 10, "top")
 @example(9, 10, "inner")
@@ -390,6 +408,7 @@ def test_alias_expansion_is_bounded(levels, width, where):
         assert "aliases expand" in report.to_text()
 
 
+@fewer(4)
 @given(st.integers(1, 3 * MAX_DEPTH), st.sampled_from(["[", "{a: ", "- ", "[{x: "]))
 @example(5000, "[")
 @example(MAX_DEPTH, "[")
@@ -445,7 +464,9 @@ def test_huge_inputs_are_refused_without_reading_them(tmp_path):
 def test_a_long_default_used_many_times_is_refused_when_rendered():
     # 100 KiB default x 40 uses = 4 MiB of rendered text from a 100 KiB file
     uses = "\n".join(f"          k{i}: {{{{inputs.parameters.image}}}}" for i in range(40))
-    source = sub(text(), '        imagePullSecrets:\n', f"        x:\n{uses}\n        imagePullSecrets:\n")
+    source = sub(
+        text(), "        imagePullSecrets:\n", f"        x:\n{uses}\n        imagePullSecrets:\n"
+    )
     tpl = templates.load(source)
     for p in tpl["spec"]["inputs"]["parameters"]:
         if p["name"] == "image":
@@ -466,6 +487,7 @@ def test_many_unclosed_braces_lint_in_linear_time():
 # --- the CLI --------------------------------------------------------------------------------------
 
 
+@fewer(10)
 @given(mutated(max_mutations=2), st.lists(st.text(max_size=12), max_size=2))
 def test_cli_lint_and_render_of_a_mutated_file(tmp_path_factory, tpl, pairs):
     path = tmp_path_factory.mktemp("cli") / "t.yaml"
@@ -505,6 +527,25 @@ def test_regression_num_gpus_zero_is_an_env_value_error():
     report = templates.lint(SHIPPED, context=context(bind={"numGpus": "0"}))
     assert [f.rule for f in report.errors] == ["env-value"]
     assert "NUM_SHARD='0'" in report.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('        imagePullSecrets:\n          - name: "{{inputs.parameters.imagePullSecret}}"\n',
+         "        imagePullSecrets: 1\n"),
+        ('          - name: "{{inputs.parameters.imagePullSecret}}"\n',
+         "          - name: 2024-01-01\n"),
+        ("        volumes:\n", "        volumes: 7\n        x:\n"),
+        ("            volumeMounts:\n", "            volumeMounts: 7\n            x:\n"),
+    ],
+)  # fmt: skip
+def test_regression_fields_of_the_wrong_type_in_the_predictor(old, new):
+    """Before: TypeError (int is not iterable) in lint and render, and a date as a pull secret
+    name that `template render --json` could not print."""
+    source = sub(text(), old, new)
+    assert_report(templates.lint(source))
+    render_or_error(source, REQUIRED, {"model": URL})
 
 
 def test_regression_nul_in_a_path_is_a_template_error():
