@@ -101,6 +101,10 @@ def _paths(tree: Any, prefix: tuple = ()) -> list[tuple]:
 
 OUTER_PATHS = [p for p in _paths(OUTER) if p]
 INNER_PATHS = [(key, p) for key, (tree, _) in INNERS.items() for p in _paths(tree)]
+# every key of the template, to add one where it does not belong
+KEYS = sorted(
+    {p[-1] for p in OUTER_PATHS + [p for _, p in INNER_PATHS] if p and isinstance(p[-1], str)}
+)
 
 
 def compose(outer: dict[str, Any], inners: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +136,9 @@ SCALARS = st.one_of(
     st.sampled_from([0, -1, 1, 2**63, -(2**70), 10**30]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
+    st.dates(),  # YAML's own types: !!timestamp, !!binary, !!set
+    st.binary(max_size=6),
+    st.sets(st.integers(0, 3), max_size=2),
     st.sampled_from([
         "", " ", "0", "-1", "1.5", "nan", "inf", "²", "٣", "9" * 5000, "1" + "0" * 400 + "k",
         "x" * 20_000, "日本語 ✓ \u202e", "\x00", "{{", "}}", "{{inputs.parameters.image}}",
@@ -172,8 +179,14 @@ def mutated(draw: st.DrawFn, max_mutations: int = 3) -> dict[str, Any]:
         if root is not None and len(path) == 1:  # the inner tree itself: replace it
             inners[root] = draw(VALUES)
             continue
-        if draw(st.booleans()) and isinstance(parent, dict | list):
+        op = draw(st.sampled_from(["delete", "replace", "add"]))
+        target = _get(parent, path[-1:])
+        if op == "delete" and isinstance(parent, dict | list):
             del parent[path[-1]]
+        elif op == "add" and isinstance(target, dict):
+            target[draw(st.sampled_from(KEYS) | st.text(max_size=8))] = draw(VALUES)
+        elif op == "add" and isinstance(target, list):
+            target.insert(draw(st.integers(0, len(target))), draw(VALUES))
         else:
             parent[path[-1]] = draw(VALUES)
     return compose(outer, inners)
