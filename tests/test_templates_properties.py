@@ -565,6 +565,20 @@ def test_regression_fields_of_the_wrong_type_in_the_predictor(old, new):
     render_or_error(source, REQUIRED, {"model": URL})
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("              - name: shm\n", "              - name: []\n"),  # the mount's name
+        ("          - name: shm\n", "          - name: {a: 1}\n"),  # the volume's name
+    ],
+)
+def test_regression_a_shm_volume_name_that_is_no_string(old, new):
+    """Before: TypeError (unhashable type: 'list') in the dev-shm check (found by `make fuzz`)."""
+    source = sub(text(), old, new)
+    for ctx in (None, context(bind={"numGpus": "2"}), context(bind={"numGpus": "x"})):
+        assert_report(templates.lint(source, context=ctx))
+
+
 def test_regression_nul_in_a_path_is_a_template_error():
     """Before: ValueError (embedded null byte) from reading the file."""
     with pytest.raises(TemplateError, match="cannot read the template"):

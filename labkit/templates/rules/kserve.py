@@ -252,11 +252,14 @@ def has_memory_shm(predictor: Mapping[str, Any], container: Mapping[str, Any]) -
     memory = {
         v.get("name")
         for v in as_list(predictor.get("volumes"))
-        if isinstance(v, dict) and get_path(v, "emptyDir", "medium") == "Memory"
+        if isinstance(v, dict)
+        and isinstance(v.get("name"), str)
+        and get_path(v, "emptyDir", "medium") == "Memory"
     }
     return any(
         isinstance(m, dict)
         and str(m.get("mountPath", "")).rstrip("/") == "/dev/shm"
+        and isinstance(m.get("name"), str)
         and m.get("name") in memory
         for m in as_list(container.get("volumeMounts"))
     )
