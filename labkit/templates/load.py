@@ -25,8 +25,81 @@ class TemplateError(LabError):
     """A template, binding or template repository the user can fix."""
 
 
+# Bounds on what a template may hold: a ServingTemplate is a few KiB, nests about ten levels and
+# uses no aliases. Beyond these the reader refuses, so that a hostile file (a "billion laughs"
+# of aliases, thousands of nested brackets, a device that never ends) cannot hang the linter or
+# exhaust memory; Kubernetes' own YAML reader refuses excessive aliasing and nesting likewise.
+MAX_TEMPLATE_CHARS = 1_048_576  # a file, or an inner string once rendered
+MAX_DEPTH = 64  # nested collections
+MAX_EXPANDED_NODES = 100_000  # nodes once aliases are expanded (when there are aliases)
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (Kubernetes' YAML reader refuses them too)."""
+    """SafeLoader that refuses duplicate keys (Kubernetes' YAML reader refuses them too), deep
+    nesting, recursive aliases and aliases that expand beyond ``MAX_EXPANDED_NODES``."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"the YAML nests deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    """Refuse recursive aliases and aliases that expand to more than MAX_EXPANDED_NODES nodes."""
+    if root is None:
+        return
+    sizes: dict[int, int] = {}  # expanded size of each finished node
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_EXPANDED_NODES and len(sizes) < sizes[key]:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"the aliases expand to more than {MAX_EXPANDED_NODES} nodes: write the "
+                    "values out instead",
+                    node.start_mark,
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it", node.start_mark
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -56,7 +129,9 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML strictly; yaml.YAMLError on bad syntax or duplicate keys."""
+    """Parse YAML strictly; yaml.YAMLError on bad syntax, duplicate keys or beyond the bounds."""
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise yaml.YAMLError(f"the YAML is larger than {MAX_TEMPLATE_CHARS} characters")
     return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
 
 
@@ -89,12 +164,23 @@ def read_source(source: str | Path) -> tuple[str, str]:
     if isinstance(source, Path) or ("\n" not in source and source.endswith((".yaml", ".yml"))):
         path = Path(source)
         try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except (OSError, UnicodeDecodeError) as exc:
+            # Read at most one byte past the bound: a device or a huge file is refused, not read.
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_TEMPLATE_CHARS * 4 + 1)
+            text = "" if len(raw) > MAX_TEMPLATE_CHARS * 4 else raw.decode("utf-8")
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, a NUL in the path
             reason = getattr(exc, "strerror", None) or str(exc)
             raise TemplateError(
                 f"cannot read the template {path} ({reason})", "check the path"
             ) from None
+        # As text mode reads it (universal newlines).
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if len(raw) > MAX_TEMPLATE_CHARS * 4 or len(text) > MAX_TEMPLATE_CHARS:
+            raise TemplateError(
+                f"the template {path} is larger than {MAX_TEMPLATE_CHARS} characters",
+                "a ServingTemplate is a few KiB; check that this is the right file",
+            )
+        return text, str(path)
     return source, "the template"
 
 

@@ -6,15 +6,16 @@ its env. Shared by rendering, binding and linting.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labkit.templates.load import TemplateError, load
+import yaml
+
+from labkit.templates.load import MAX_TEMPLATE_CHARS, TemplateError, load
 from labkit.templates.spec import PREDICTOR_CONTAINER
 
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _REFERENCE = re.compile(r"\s*inputs\.(parameters|artifacts)\.([^\s{}]+)\s*")
 UNBOUND = "__labkit_unbound_"
 
@@ -30,32 +31,61 @@ class Placeholder:
     name: str
 
 
+def _spans(text: str) -> Iterator[tuple[int, int]]:
+    """The (start, end) of each ``{{...}}``, as the regex ``{{(.*?)}}`` finds them, in linear time.
+
+    The regex would rescan the rest of the text from every unclosed ``{{`` (quadratic on a
+    string of many); the first ``}}`` after an opening closes it, so one forward scan suffices.
+    """
+    pos = 0
+    while (start := text.find("{{", pos)) >= 0:
+        end = text.find("}}", start + 2)
+        if end < 0:
+            return
+        yield start, end + 2
+        pos = end + 2
+
+
 def placeholders(text: str) -> list[Placeholder]:
     """Every ``{{...}}`` in ``text``, in order."""
     found = []
-    for match in _PLACEHOLDER.finditer(text):
-        ref = _REFERENCE.fullmatch(match.group(1))
+    for start, end in _spans(text):
+        inside = text[start + 2 : end - 2]
+        ref = _REFERENCE.fullmatch(inside)
         if ref:
-            found.append(Placeholder(match.group(0), ref.group(1), ref.group(2)))
+            found.append(Placeholder(text[start:end], ref.group(1), ref.group(2)))
         else:
-            found.append(Placeholder(match.group(0), None, match.group(1).strip()))
+            found.append(Placeholder(text[start:end], None, inside.strip()))
     return found
 
 
 def substitute(
     text: str, values: Mapping[str, str], artifacts: Mapping[str, str], on_missing: Callable
 ) -> str:
-    """Replace each placeholder by its value as text (AI Core renders before it parses)."""
+    """Replace each placeholder by its value as text (AI Core renders before it parses).
 
-    def one(match: re.Match[str]) -> str:
-        ref = _REFERENCE.fullmatch(match.group(1))
+    yaml.YAMLError when the result would exceed MAX_TEMPLATE_CHARS (a long value used many
+    times): it is refused before it is built.
+    """
+    parts: list[str] = []
+    size = pos = 0
+    for start, end in _spans(text):
+        ref = _REFERENCE.fullmatch(text[start + 2 : end - 2])
         if not ref:
-            return on_missing(None, match.group(1).strip())
-        kind, name = ref.groups()
-        table = values if kind == "parameters" else artifacts
-        return table[name] if name in table else on_missing(kind, name)
-
-    return _PLACEHOLDER.sub(one, text)
+            value = on_missing(None, text[start + 2 : end - 2].strip())
+        else:
+            kind, name = ref.groups()
+            table = values if kind == "parameters" else artifacts
+            value = table[name] if name in table else on_missing(kind, name)
+        parts += [text[pos:start], value]
+        size += start - pos + len(value)
+        pos = end
+        if size > MAX_TEMPLATE_CHARS:
+            raise yaml.YAMLError(
+                f"the rendered text is larger than {MAX_TEMPLATE_CHARS} characters"
+            )
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def unbound(kind: str | None, name: str) -> str:
@@ -113,6 +143,11 @@ def as_str(key: str, value: Any) -> str:
     raise TemplateError(
         f"the binding of {key} is a {type(value).__name__}", "parameter values are strings"
     )
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` when it is a list, else [] (a field of the wrong type holds no items)."""
+    return value if isinstance(value, list) else []
 
 
 def kserve_container(predictor: Any) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import yaml
 from labkit.templates.load import TemplateError, parse_yaml, yaml_problem
 from labkit.templates.parts import (
     artifact_names,
+    as_list,
     as_str,
     declared,
     env_map,
@@ -237,9 +238,9 @@ def render(
     label = next((k for k in (RESOURCE_PLAN_LABEL, INSTANCE_TYPE_LABEL) if k in labels), None)
     env = {str(k): "" if v is None else str(v) for k, v in env_map(container).items()}
     secrets = [
-        s["name"]
-        for s in predictor.get("imagePullSecrets") or []
-        if isinstance(s, dict) and "name" in s
+        str(s["name"])
+        for s in as_list(predictor.get("imagePullSecrets"))
+        if isinstance(s, dict) and isinstance(s.get("name"), str | int | float)
     ]
     return Rendered(
         executable_id=str(get_path(tpl, "metadata", "name") or ""),

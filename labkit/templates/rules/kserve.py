@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from labkit.templates.load import predictor_schema
-from labkit.templates.parts import UNBOUND, env_entries, get_path, is_known, unbound
+from labkit.templates.parts import UNBOUND, as_list, env_entries, get_path, is_known, unbound
 from labkit.templates.rules.registry import ERROR, WARNING, check, rule
+from labkit.templates.rules.runtime import whole_number
 from labkit.templates.spec import (
     MODELS_MOUNT,
     PREDICTOR_CONTAINER,
@@ -156,7 +157,7 @@ def replicas(lt: Linter) -> None:
     rule("image-pull-secret", ERROR, "image pull secret names are valid secret names"),
 )
 def image_pull_secret(lt: Linter) -> None:
-    for s in lt.predictor.get("imagePullSecrets") or []:
+    for s in as_list(lt.predictor.get("imagePullSecrets")):
         name = s.get("name") if isinstance(s, dict) else None
         if is_known(name) and not (isinstance(name, str) and SECRET_NAME.fullmatch(name)):
             lt.emit(
@@ -227,9 +228,9 @@ def storage_uri(lt: Linter) -> None:
 def models_dir(lt: Linter) -> None:
     mounts = [
         m
-        for c in lt.predictor.get("containers") or []
+        for c in as_list(lt.predictor.get("containers"))
         if isinstance(c, dict)
-        for m in c.get("volumeMounts") or []
+        for m in as_list(c.get("volumeMounts"))
         if isinstance(m, dict)
     ]
     if any(str(m.get("mountPath", "")).rstrip("/") == MODELS_MOUNT for m in mounts):
@@ -250,14 +251,17 @@ def has_memory_shm(predictor: Mapping[str, Any], container: Mapping[str, Any]) -
     """Whether the container mounts a memory-backed emptyDir at /dev/shm."""
     memory = {
         v.get("name")
-        for v in predictor.get("volumes") or []
-        if isinstance(v, dict) and get_path(v, "emptyDir", "medium") == "Memory"
+        for v in as_list(predictor.get("volumes"))
+        if isinstance(v, dict)
+        and isinstance(v.get("name"), str)
+        and get_path(v, "emptyDir", "medium") == "Memory"
     }
     return any(
         isinstance(m, dict)
         and str(m.get("mountPath", "")).rstrip("/") == "/dev/shm"
+        and isinstance(m.get("name"), str)
         and m.get("name") in memory
-        for m in container.get("volumeMounts") or []
+        for m in as_list(container.get("volumeMounts"))
     )
 
 
@@ -268,7 +272,7 @@ def has_memory_shm(predictor: Mapping[str, Any], container: Mapping[str, Any]) -
 def dev_shm(lt: Linter) -> None:
     shards = lt.env.get("NUM_SHARD")
     wants_shm = shards is not None and (
-        not is_known(shards) or (str(shards).isdigit() and int(str(shards)) > 1)
+        not is_known(shards) or (whole_number(str(shards)) or 0) > 1
     )
     if wants_shm and not has_memory_shm(lt.predictor, lt.container):
         lt.emit(

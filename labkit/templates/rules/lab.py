@@ -5,12 +5,13 @@ pushed, and the plan, tensor parallelism, dtype and context length step 01 sized
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from labkit.templates.parts import get_path, is_known
 from labkit.templates.rules.kserve import split_image
 from labkit.templates.rules.registry import ERROR, WARNING, check, rule
-from labkit.templates.rules.runtime import size_value
+from labkit.templates.rules.runtime import size_value, whole_number
 from labkit.templates.spec import (
     FP16_UNSUPPORTED_MODEL_TYPES,
     INSTANCE_TYPE_LABEL,
@@ -188,6 +189,12 @@ def sizing_plan(lt: Linter) -> None:
             )
 
 
+def _divisors(n: int) -> list[int]:
+    """The divisors of ``n`` in order (in O(sqrt n): a head count can be any number)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
+
+
 @check(
     "lab",
     rule(
@@ -200,11 +207,11 @@ def sizing_plan(lt: Linter) -> None:
 def tensor_parallel(lt: Linter) -> None:
     heads = lt.ctx.attention_heads
     shards = lt.value("NUM_SHARD")
-    tp = int(shards) if shards and shards.isdigit() else None
-    if tp is None:
-        return
-    if heads and heads % tp:
-        fits = [d for d in range(1, heads + 1) if heads % d == 0]
+    tp = whole_number(shards) if shards else None
+    if tp is None or tp < 1:
+        return  # env-value reports a NUM_SHARD that is no whole number of at least 1
+    if isinstance(heads, int) and heads >= 1 and heads % tp:
+        fits = _divisors(heads)
         lt.emit(
             "tensor-parallel",
             f"NUM_SHARD {tp} does not divide the model's {heads} attention "

@@ -19,6 +19,12 @@ class Finding:
     rule: str
     message: str
 
+    def __post_init__(self) -> None:
+        # One line a finding, whatever a template's value put in it (a name with a newline).
+        lines = self.message.splitlines()
+        if len(lines) > 1:
+            object.__setattr__(self, "message", " ".join(lines))
+
     def to_dict(self) -> dict[str, str]:
         return {"rule": self.rule, "message": self.message}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from labkit.templates.parts import is_known
@@ -31,18 +32,30 @@ if TYPE_CHECKING:
 ENTRYPOINT = "runtime/entrypoint.py"
 
 
+# Python refuses to convert longer digit strings (sys.get_int_max_str_digits, 4300); no
+# setting is anywhere near this long, so a longer one is no number the lint reads.
+MAX_DIGITS = 4000
+
+
+def whole_number(text: str) -> int | None:
+    """A string of digits as an int (as the entrypoint's ``\\d+`` and int() read it), else None."""
+    return int(text) if len(text) <= MAX_DIGITS and INT.fullmatch(text) else None
+
+
 def size_value(text: str) -> int | None:
     """vLLM's human-readable integer (32k = 32,000; 4K = 4,096) as an int."""
+    if len(text) > MAX_DIGITS:
+        return None
     if INT.fullmatch(text):
         return int(text)
-    if SIZE.fullmatch(text):
-        return int(float(text[:-1]) * SIZE_MULT[text[-1]])
+    if SIZE.fullmatch(text):  # exact: a float of a long number is infinite
+        return int(Decimal(text[:-1]) * SIZE_MULT[text[-1]])
     return None
 
 
 def check_runtime_value(kind: str, value: str) -> str | None:
     """What the entrypoint would say about a setting's value, or None when it accepts it."""
-    if kind == "int" and (not INT.fullmatch(value) or int(value) < 1):
+    if kind == "int" and (whole_number(value) or 0) < 1:
         return "expected a whole number of at least 1"
     if kind == "size" and not (size_value(value) or 0) >= 1:
         return "expected a positive whole number (or vLLM's 32k / 4G forms)"

@@ -7,6 +7,7 @@ serving.kserve.io/v1beta1", "KServe Metadata Annotations").
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -14,13 +15,13 @@ import yaml
 from labkit.templates.load import yaml_problem
 from labkit.templates.parts import declared, get_path, inner_strings, is_known, placeholders
 from labkit.templates.rules.registry import ERROR, WARNING, check, rule
+from labkit.templates.rules.runtime import whole_number
 from labkit.templates.spec import (
     ARTIFACT_NAME,
     AUTOSCALING_METRICS,
     EXECUTABLE_ID,
     EXECUTABLE_ID_LABEL,
     INSTANCE_TYPE_LABEL,
-    INT,
     KSERVE_API_VERSION,
     MIN_LLM_CONCURRENCY_TARGET,
     PARAM_NAME,
@@ -386,6 +387,26 @@ def placeholder_unused(lt: Linter) -> None:
             )
 
 
+def _strings(value: Any) -> Iterator[str]:
+    """Every string key and value in ``value``, in the order YAML would dump them (keys sorted)."""
+    seen: set[int] = set()  # a mapping given by a program may contain itself
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            if isinstance(item, list):
+                stack.extend(reversed(item))
+                continue
+            try:
+                keys = sorted(item)
+            except TypeError:  # keys of mixed types: in their order, as yaml.safe_dump does
+                keys = list(item)
+            stack.extend(x for k in reversed(keys) for x in (item[k], k))
+
+
 @check(
     "template",
     rule(
@@ -398,13 +419,16 @@ def placeholder_unused(lt: Linter) -> None:
 def placeholder_location(lt: Linter) -> None:
     t = lt.t
     outside = {k: v for k, v in t.items() if k != "spec"}
-    outside["spec"] = {k: v for k, v in (t.get("spec") or {}).items() if k != "template"}
+    spec = t.get("spec")
+    # A spec that is no mapping (a list, a scalar) is outside spec.template as a whole.
+    outside["spec"] = (
+        {k: v for k, v in spec.items() if k != "template"} if isinstance(spec, dict) else spec
+    )
     if isinstance(get_path(t, "spec", "template"), dict):
         outside["template"] = {
             k: v for k, v in t["spec"]["template"].items() if k not in ("spec", "metadata")
         }
-    text = yaml.safe_dump(outside, default_flow_style=True, width=10**6)
-    for ph in placeholders(text):
+    for ph in (ph for s in _strings(outside) for ph in placeholders(s)):
         lt.emit(
             "placeholder-location",
             f"{ph.text} is outside spec.template: AI Core renders placeholders only in "
@@ -504,7 +528,8 @@ def _concurrency_target(lt: Linter) -> int | None:
     if target is None or not is_known(target):
         return None
     text = str(target).strip()
-    return int(text) if INT.fullmatch(text) and int(text) >= 1 else None
+    number = whole_number(text)
+    return number if number is not None and number >= 1 else None
 
 
 @check(
