@@ -42,7 +42,9 @@ from labkit.util import names as rules
 if TYPE_CHECKING:
     from labkit.local.aicore.deployments import Deployments
 
+# BckndResourceGroupLabel's key, as the spec writes it (its dots unescaped), at most 63 long.
 _RG_LABEL_KEY = re.compile(r"ext.ai.sap.com/(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]){1,48}")
+_RG_LABEL_KEY_MAX = 63
 _REPO_NAME = re.compile(r"[a-z0-9\-]{1,51}")
 _APP_NAME = re.compile(r"[a-z0-9\-]{3,54}")
 _SECRET_SUFFIX = "-object-store-secret"
@@ -96,7 +98,9 @@ class ResourceGroups:
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         group = check_text(body, "resourceGroupId", pattern=rules.RESOURCE_GROUP_ID, max_len=253)
         assert group is not None
-        labels = check_labels(body.get("labels"), _RG_LABEL_KEY, "labels")
+        labels = check_labels(
+            body.get("labels"), _RG_LABEL_KEY, "labels", max_key_len=_RG_LABEL_KEY_MAX
+        )
         with self.store.lock:
             groups = self.store.data["resourceGroups"]
             if group in groups:
@@ -113,7 +117,9 @@ class ResourceGroups:
         return self.store.copy_of("resourceGroups", group, f"resource group '{group}'")
 
     def patch(self, group: str, body: Mapping[str, Any]) -> None:
-        labels = check_labels(body.get("labels"), _RG_LABEL_KEY, "labels")
+        labels = check_labels(
+            body.get("labels"), _RG_LABEL_KEY, "labels", max_key_len=_RG_LABEL_KEY_MAX
+        )
         with self.store.lock:
             found = self.store.data["resourceGroups"].get(group)
             if found is None:

@@ -158,7 +158,11 @@ def check_text(
     return value
 
 
-def check_labels(value: Any, key_pattern: re.Pattern[str], what: str) -> list[dict[str, str]]:
+def check_labels(
+    value: Any, key_pattern: re.Pattern[str], what: str, *, max_key_len: int = 256
+) -> list[dict[str, str]]:
+    """Labels ``[{key, value}]``: keys match ``key_pattern`` within ``max_key_len`` characters
+    (the spec's AiLabelKey: 256; a resource group's label keys: 63), values at most 5000."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -167,6 +171,11 @@ def check_labels(value: Any, key_pattern: re.Pattern[str], what: str) -> list[di
     for item in value:
         if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
             raise bad(f"each of '{what}' needs a string key and value", "InvalidField")
+        if len(item["key"]) > max_key_len:
+            raise bad(
+                f"label key {item['key'][:80]!r} is longer than {max_key_len} characters",
+                "InvalidField",
+            )
         if not key_pattern.fullmatch(item["key"]):
             raise bad(
                 f"label key {item['key']!r} does not match {key_pattern.pattern}", "InvalidField"

@@ -604,22 +604,32 @@ class Deployments:
         items = body.get("deployments")
         if not isinstance(items, list) or not 1 <= len(items) <= 100:
             raise bad("'deployments' must list 1 to 100 {id, targetStatus}", "InvalidField")
+        # The request is checked as a whole first (AiDeploymentModificationRequestWithIdentifier:
+        # an AiDeploymentId and STOPPED or DELETED), so a malformed item changes nothing and every
+        # result names a real deployment id (AiDeploymentModificationResponseList).
+        for item in items:
+            if not (
+                isinstance(item, Mapping)
+                and isinstance(item.get("id"), str)
+                and ID.fullmatch(item["id"])
+                and item.get("targetStatus") in ("STOPPED", "DELETED")
+            ):
+                raise bad(
+                    "each of 'deployments' must be {id: a deployment id, targetStatus: STOPPED "
+                    f"or DELETED}}, not {str(item)[:80]}",
+                    "InvalidField",
+                )
         results: list[dict[str, Any]] = []
         for item in items:
-            dep_id = str(item.get("id", "")) if isinstance(item, Mapping) else ""
+            dep_id = item["id"]
             try:
-                target = item.get("targetStatus") if isinstance(item, Mapping) else None
-                if target == "STOPPED":
+                if item["targetStatus"] == "STOPPED":
                     self.stop(group, dep_id)
                     results.append({"id": dep_id, "message": "Deployment modification scheduled"})
-                elif target == "DELETED":
-                    results.append(self.delete(group, dep_id))
                 else:
-                    raise bad("targetStatus must be STOPPED or DELETED", "InvalidTargetStatus")
+                    results.append(self.delete(group, dep_id))
             except ApiError as exc:
-                results.append(
-                    {"id": dep_id or "none", "error": {"code": exc.code, "message": exc.message}}
-                )
+                results.append({"id": dep_id, "error": {"code": exc.code, "message": exc.message}})
         return {"deployments": results}
 
     def remove(self, group: str, dep_id: str) -> None:
