@@ -375,7 +375,12 @@ def service_cfg(tmp_path: Path) -> Iterator[Config]:
     """A Config for a local AI Core of its own (port, state), sharing the machine's image storage."""
     local = tmp_path / "local"
     local.mkdir()
-    cfg = load_config(local_dir=local, aicore_port=free_port(), aicore_runner="host")
+    cfg = load_config(
+        local_dir=local,
+        aicore_port=free_port(),
+        aicore_token_port=free_port(),
+        aicore_runner="host",
+    )
     try:
         yield cfg
     finally:

@@ -109,8 +109,9 @@ def host_aicore(local_aicore, tmp_path_factory):
     build; stopped at the end."""
     from labkit.local import aicore as local
 
+    # Both ports free: the token endpoint listens on its own (the API's + 1 may be taken).
     cfg = load_config(local_dir=tmp_path_factory.mktemp("aicore-host"), aicore_port=free_port(),
-                      aicore_runner="host")  # fmt: skip
+                      aicore_token_port=free_port(), aicore_runner="host")  # fmt: skip
     local.up(cfg, progress=False)
     yield cfg
     local.down(cfg)
@@ -286,6 +287,7 @@ def test_the_whole_lifecycle_through_the_sdk(host_aicore, default_tarball, tmp_p
 
         for var, value in (("LABKIT_LAB_DIR", cfg.lab_dir), ("LABKIT_LOCAL_DIR", cfg.local_dir),
                            ("LABKIT_AICORE_PORT", cfg.aicore_port),
+                           ("LABKIT_AICORE_TOKEN_PORT", cfg.aicore_token_port),
                            ("LABKIT_OBJECT_STORE_SECRET", name)):  # fmt: skip
             monkeypatch.setenv(var, str(value))
         capsys.readouterr()
