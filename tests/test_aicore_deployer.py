@@ -129,6 +129,7 @@ def _make_lab(cfg_base, tarball, tmp, *, image_ref: str, executable: str | None 
         object_store_secret=name,
         local_dir=cfg_base.local_dir,
         aicore_port=cfg_base.aicore_port,
+        aicore_token_port=cfg_base.aicore_token_port,
     )
     state = State(cfg.state_file)
     store = storage.open_store(cfg)
@@ -287,7 +288,6 @@ def test_the_whole_lifecycle_through_the_sdk(host_aicore, default_tarball, tmp_p
 
         for var, value in (("LABKIT_LAB_DIR", cfg.lab_dir), ("LABKIT_LOCAL_DIR", cfg.local_dir),
                            ("LABKIT_AICORE_PORT", cfg.aicore_port),
-                           ("LABKIT_AICORE_TOKEN_PORT", cfg.aicore_token_port),
                            ("LABKIT_OBJECT_STORE_SECRET", name)):  # fmt: skip
             monkeypatch.setenv(var, str(value))
         capsys.readouterr()
