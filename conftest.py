@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent
 
 # Fixtures (tests/conftest.py) that need the default model, a local service or vLLM.
 INTEGRATION_FIXTURES = frozenset({"default_model", "local_hub", "default_tarball", "lab_run"})
+LAB_GROUP = "lab"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,28 +63,50 @@ def _notebook_name(item: pytest.Item) -> str:
     return Path(str(item.parent.path)).name
 
 
+def _is_lab_cell(item: pytest.Item) -> bool:
+    from labkit.run import NOTEBOOK_NAME
+
+    return _is_notebook_cell(item) and bool(NOTEBOOK_NAME.match(_notebook_name(item)))
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
     if _is_notebook_cell(item):
         for mark in ("notebooks", "integration", "slow"):
             item.add_marker(mark)
     elif INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
         item.add_marker("integration")
+    # With pytest-xdist (`make test`: -n 2 --dist loadgroup) the lab's notebooks and the tests
+    # that read their execution run on one worker, in lab order; every other module as a whole.
+    if _is_lab_cell(item) or item.get_closest_marker("after_lab_run"):
+        item.add_marker(pytest.mark.xdist_group(LAB_GROUP))
 
 
 @pytest.hookimpl(trylast=True)  # on the items that remain after `-m` and `-k`
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from labkit.run import NOTEBOOK_NAME
-
     # The full-run assertions read nbval's execution of the lab: they go after its last cell.
-    lab_cells = [
-        i for i in items if _is_notebook_cell(i) and NOTEBOOK_NAME.match(_notebook_name(i))
-    ]
+    lab_cells = [i for i in items if _is_lab_cell(i)]
     if lab_cells:
         after = [i for i in items if i.get_closest_marker("after_lab_run")]
         rest = [i for i in items if i not in after]
         last = rest.index(lab_cells[-1])
         items[:] = rest[: last + 1] + after + rest[last + 1 :]
         config._labkit_lab_run.expect({_notebook_name(i) for i in lab_cells})
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = _longest_first(items)
+
+
+def _longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The order xdist hands out work in (with --no-loadscope-reorder): the lab first (its own
+    worker, the longest chain), then the modules that use services or vLLM, then the quick ones,
+    which fill the gaps at the end; collection order within each. Same on every worker."""
+    heavy = {i.path for i in items if i.get_closest_marker("integration")}
+
+    def rank(item: pytest.Item) -> int:
+        if _is_lab_cell(item) or item.get_closest_marker("after_lab_run"):
+            return 0
+        return 1 if item.path in heavy else 2
+
+    return sorted(items, key=rank)
 
 
 class LabRun:

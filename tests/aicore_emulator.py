@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from registry_images import build_and_push_cpu_image, build_prerequisites, put_minimal_image
 
 from labkit.config import Config, load_config
 from labkit.local import aicore
@@ -269,21 +270,30 @@ def s3_cfg() -> Config:
 
 
 @pytest.fixture(scope="module")
-def lab_image() -> str:
-    """The newest lab image in the local registry (or LABKIT_TEST_AICORE_IMAGE)."""
-    from labkit import image as image_mod
-
+def registry_image() -> str:
+    """An image the local AI Core's pull check finds, for predictors run on the host (only the
+    manifest is looked up): LABKIT_TEST_AICORE_IMAGE, else a minimal one pushed to the local
+    registry. Independent of any other test having built or pushed the lab's image."""
     if os.environ.get("LABKIT_TEST_AICORE_IMAGE"):
         return os.environ["LABKIT_TEST_AICORE_IMAGE"]
     cfg = load_config()
+    name, tag = "labkit-test/aicore-vllm", "v010125-01"
     try:
-        tags = image_mod.list_tags(f"localhost:{cfg.registry_port}", cfg.image_repository)
-    except Exception as exc:
+        put_minimal_image(f"http://127.0.0.1:{cfg.registry_port}", name, tag)
+    except OSError as exc:
         pytest.skip(f"the local registry does not answer ({exc}): run `labkit local up`")
-    lab = sorted((t for t in tags if image_mod.is_lab_tag(t)), key=image_mod.parse_tag)
-    if not lab:
-        pytest.skip(f"no {cfg.image_repository}/aicore-vllm image in the local registry (step 04)")
-    return f"localhost:{cfg.registry_port}/{cfg.image_repository}/aicore-vllm:{lab[-1]}"
+    return f"localhost:{cfg.registry_port}/{name}:{tag}"
+
+
+@pytest.fixture(scope="module")
+def lab_image() -> str:
+    """The lab's CPU image in the local registry, for the buildah runner: LABKIT_TEST_AICORE_IMAGE,
+    else built (layers cached per machine, one build at a time) and pushed by this fixture."""
+    if os.environ.get("LABKIT_TEST_AICORE_IMAGE"):
+        return os.environ["LABKIT_TEST_AICORE_IMAGE"]
+    if why := build_prerequisites():
+        pytest.skip(why)
+    return build_and_push_cpu_image(load_config()).reference
 
 
 def put_object(cfg: Config, key: str, body: bytes) -> str:

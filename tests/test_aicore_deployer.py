@@ -3,15 +3,13 @@ lifecycle through SAP's client against the local AI Core; a `live` test on a ten
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import urllib.parse
-import urllib.request
 import uuid
 
 import pytest
 from aicore_fakes import one_line
+from registry_images import put_minimal_image
 
 from labkit import aicore
 from labkit.aicore import AICoreError, DeploymentFailed, DeploymentResult
@@ -67,38 +65,9 @@ def local_aicore(local_hub):
     return cfg
 
 
-def _registry_base(cfg) -> str:
-    return f"http://127.0.0.1:{cfg.registry_port}"
-
-
 def _put_minimal_image(cfg, path: str, tag: str) -> str:
     """Push an image with a config blob and no layers: enough for the registry check, never run."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    base = _registry_base(cfg)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {}}).encode()
-    digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    start = opener.open(urllib.request.Request(f"{base}/v2/{path}/blobs/uploads/", method="POST"))
-    location = urllib.parse.urljoin(base, start.headers["Location"])
-    sep = "&" if "?" in location else "?"
-    opener.open(
-        urllib.request.Request(f"{location}{sep}digest={digest}", data=config, method="PUT",
-                               headers={"Content-Type": "application/octet-stream"})
-    )  # fmt: skip
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                   "size": len(config), "digest": digest},
-        "layers": [],
-    }  # fmt: skip
-    opener.open(
-        urllib.request.Request(
-            f"{base}/v2/{path}/manifests/{tag}",
-            data=json.dumps(manifest).encode(),
-            method="PUT",
-            headers={"Content-Type": manifest["mediaType"]},
-        )
-    )
+    put_minimal_image(f"http://127.0.0.1:{cfg.registry_port}", path, tag)
     return f"localhost:{cfg.registry_port}/{path}:{tag}"
 
 

@@ -42,7 +42,7 @@ from labkit.util.procs import group_alive
 # The fixtures of tests/aicore_emulator.py this file uses.
 emulator = aicore_emulator.emulator
 s3_cfg = aicore_emulator.s3_cfg
-lab_image = aicore_emulator.lab_image
+registry_image = aicore_emulator.registry_image
 service_cfg = aicore_emulator.service_cfg
 
 
@@ -261,7 +261,7 @@ def test_a_stop_takes_the_tenants_time_and_never_shows_stopping(
 @pytest.mark.integration
 @pytest.mark.slow
 def test_lifecycle_with_sap_client_on_the_default_model(
-    service_cfg: Config, default_tarball: Any, s3_cfg: Config, lab_image: str, tmp_path: Path
+    service_cfg: Config, default_tarball: Any, s3_cfg: Config, registry_image: str, tmp_path: Path
 ) -> None:
     from ai_api_client_sdk.exception import (
         AIAPIInvalidRequestException,
@@ -272,7 +272,7 @@ def test_lifecycle_with_sap_client_on_the_default_model(
 
     cfg = service_cfg
     key, client, conf = up_serving_default_model(
-        cfg, tmp_path, s3_cfg, default_tarball.path, lab_image
+        cfg, tmp_path, s3_cfg, default_tarball.path, registry_image
     )
     created = client.deployment.create(conf.id, ttl="2h")
     assert (

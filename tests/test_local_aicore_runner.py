@@ -51,24 +51,27 @@ from labkit.util.procs import group_alive
 emulator = aicore_emulator.emulator
 s3_cfg = aicore_emulator.s3_cfg
 lab_image = aicore_emulator.lab_image
+registry_image = aicore_emulator.registry_image
 service_cfg = aicore_emulator.service_cfg
 
 
 @pytest.mark.integration
 def test_broken_deployments_behave_as_on_a_tenant(
-    tmp_path: Path, s3_cfg: Config, lab_image: str
+    tmp_path: Path, s3_cfg: Config, registry_image: str
 ) -> None:
     """A storage initializer or predictor that fails restarts with back-off (PENDING, restarts
     in statusDetails) until the progress deadline makes it DEAD with the reason; an image that
     cannot be pulled stays PENDING, the reason in statusDetails only."""
     emulator = Emulator(tmp_path / "aicore", start_timeout=20).start()  # a 20 s deadline
     try:
-        _broken_deployments(emulator, tmp_path, s3_cfg, lab_image)
+        _broken_deployments(emulator, tmp_path, s3_cfg, registry_image)
     finally:
         emulator.stop()
 
 
-def _broken_deployments(emulator: Emulator, tmp_path: Path, s3_cfg: Config, lab_image: str) -> None:
+def _broken_deployments(
+    emulator: Emulator, tmp_path: Path, s3_cfg: Config, registry_image: str
+) -> None:
     client, _, _ = onboard(emulator, tmp_path)
     register_secret(emulator, s3_cfg)
     prefix = f"labkit-test-aicore/{uuid.uuid4().hex[:8]}"
@@ -78,12 +81,12 @@ def _broken_deployments(emulator: Emulator, tmp_path: Path, s3_cfg: Config, lab_
     no_model = put_object(s3_cfg, f"{prefix}/nomodel/junk.tar", buf.read_bytes())
     init, crash = "Init:CrashLoopBackOff", "CrashLoopBackOff"
     cases = {
-        "missing secret": (f"ai://no-such-secret/{prefix}/x.tar", lab_image, init, "no-such-secret"),
-        "missing object": (f"ai://default/{prefix}/absent.tar", lab_image, init, "holds nothing"),
-        "not a tar": (f"ai://default/{not_a_tar}", lab_image, init, "cannot be unpacked"),
-        "no model": (f"ai://default/{no_model}", lab_image, crash, "no model in"),
+        "missing secret": (f"ai://no-such-secret/{prefix}/x.tar", registry_image, init, "no-such-secret"),
+        "missing object": (f"ai://default/{prefix}/absent.tar", registry_image, init, "holds nothing"),
+        "not a tar": (f"ai://default/{not_a_tar}", registry_image, init, "cannot be unpacked"),
+        "no model": (f"ai://default/{no_model}", registry_image, crash, "no model in"),
     }  # fmt: skip
-    missing_image = lab_image.rsplit(":", 1)[0] + ":v010100-99"
+    missing_image = registry_image.rsplit(":", 1)[0] + ":v010100-99"
     pulling = deploy(emulator, f"ai://default/{no_model}", missing_image)
     ids = {name: deploy(emulator, url, image) for name, (url, image, _, _) in cases.items()}
     for name, (_, _, reason, words) in cases.items():
@@ -188,7 +191,7 @@ def _object_ids(state: dict[str, Any]) -> dict[str, list[str]]:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_crash_in_the_storage_phase_loses_nothing_and_the_model_arrives_whole(
-    service_cfg: Config, default_tarball: Any, s3_cfg: Config, lab_image: str, tmp_path: Path
+    service_cfg: Config, default_tarball: Any, s3_cfg: Config, registry_image: str, tmp_path: Path
 ) -> None:
     """The local AI Core killed (its whole process group, the unpacker too) while a deployment
     downloads its model, and again while it unpacks it: after each restart every object is
@@ -198,7 +201,7 @@ def test_a_crash_in_the_storage_phase_loses_nothing_and_the_model_arrives_whole(
 
     cfg = service_cfg
     key, client, conf = up_serving_default_model(
-        cfg, tmp_path, s3_cfg, default_tarball.path, lab_image
+        cfg, tmp_path, s3_cfg, default_tarball.path, registry_image
     )
     created = client.deployment.create(conf.id)
     work = aicore.state_dir(cfg) / "deployments" / created.id

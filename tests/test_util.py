@@ -46,6 +46,30 @@ def test_atomic_text_round_trips(text):
         assert path.read_bytes().decode("utf-8") == text
 
 
+def test_file_lock_makes_a_second_holder_wait_and_says_so(tmp_path):
+    lock, done = tmp_path / "x.lock", tmp_path / "done"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from labkit.util import fs\n"
+         f"with fs.file_lock(__import__('pathlib').Path({str(lock)!r})):\n"
+         "    print('held', flush=True); time.sleep(1.5)\n"
+         f"    open({str(done)!r}, 'w').close()"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waits: list[str] = []
+        with fs.file_lock(lock, on_wait=lambda: waits.append("waiting")):
+            assert done.exists()  # the first holder had finished its block
+        assert waits == ["waiting"]
+        with fs.file_lock(lock, on_wait=lambda: waits.append("again")):
+            pass
+        assert waits == ["waiting"]  # free: no wait
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_stop_group_ends_a_group_that_ignores_sigterm_after_the_grace_period():
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
     proc = subprocess.Popen(

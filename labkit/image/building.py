@@ -26,8 +26,10 @@ from labkit.image.builder import (
     _run,
     capture,
     find_builder,
+    image_dir,
 )
 from labkit.image.tags import ImageError, ImageRef
+from labkit.util.fs import file_lock
 
 Variant = Literal["cpu", "gpu"]
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -225,25 +227,35 @@ def build(
     dockerfile = context / "Dockerfile"
     if not dockerfile.is_file():
         raise ImageError(f"no Dockerfile in {context}", "run from the lab's checkout")
-    base = ensure_cpu_base(cfg, builder, on_line=on_line) if variant == "cpu" else None
-    argv = builder.argv(*_build_verb(builder))
-    argv += ["--no-cache"] if no_cache else (["--layers"] if builder.daemonless else [])
-    iid = Path(tempfile.mkstemp(prefix="labkit-iid-")[1])
-    try:
-        argv += [*build_options(cfg, variant, base=base), "--iidfile", str(iid)]
-        argv += ["-f", str(dockerfile), "-t", str(ref), str(context)]
-        started = time.monotonic()
-        _run(
-            argv,
-            env=builder.env(),
-            on_line=on_line,
-            timeout=_BUILD_TIMEOUT_S,
-            what=f"{builder.name} build",
-        )
-        seconds = time.monotonic() - started
-        image_id = iid.read_text().strip().removeprefix("sha256:")
-    finally:
-        iid.unlink(missing_ok=True)
+    lock = image_dir(cfg) / "build.lock"
+
+    def waiting() -> None:
+        if on_line is not None:
+            on_line(f"waiting for another build of the image on this machine ({lock})")
+
+    # One build at a time per machine (the image cache is per machine): a second build, from
+    # another checkout, `make lab` beside `make test` or a parallel test worker, waits and then
+    # finds the first one's layers cached instead of doing the same work beside it.
+    with file_lock(lock, on_wait=waiting):
+        base = ensure_cpu_base(cfg, builder, on_line=on_line) if variant == "cpu" else None
+        argv = builder.argv(*_build_verb(builder))
+        argv += ["--no-cache"] if no_cache else (["--layers"] if builder.daemonless else [])
+        iid = Path(tempfile.mkstemp(prefix="labkit-iid-")[1])
+        try:
+            argv += [*build_options(cfg, variant, base=base), "--iidfile", str(iid)]
+            argv += ["-f", str(dockerfile), "-t", str(ref), str(context)]
+            started = time.monotonic()
+            _run(
+                argv,
+                env=builder.env(),
+                on_line=on_line,
+                timeout=_BUILD_TIMEOUT_S,
+                what=f"{builder.name} build",
+            )
+            seconds = time.monotonic() - started
+            image_id = iid.read_text().strip().removeprefix("sha256:")
+        finally:
+            iid.unlink(missing_ok=True)
     return Image(
         reference=str(ref),
         variant=variant,

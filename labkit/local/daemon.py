@@ -7,7 +7,6 @@ started it; its pid file and log live in ``<lab_dir>/local/<name>.{pid,log}``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import subprocess
 import sys
@@ -15,12 +14,13 @@ import time
 import urllib.error
 import urllib.request
 import venv
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
 from labkit.errors import ServiceError
+from labkit.util.fs import file_lock
 from labkit.util.procs import GRACE_S, is_zombie, stop_group
 
 LOG_TAIL_LINES = 15
@@ -163,16 +163,9 @@ class Daemon:
         return " | ".join(last[-3:]) or "empty log"
 
 
-@contextlib.contextmanager
-def service_lock(path: Path) -> Iterator[None]:
+def service_lock(path: Path) -> contextlib.AbstractContextManager[None]:
     """One `up` of a service at a time (two `labkit local up`s, or `up` and a test fixture)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(path)
 
 
 def extra_requirements(extra: str) -> list[str]:
