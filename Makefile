@@ -72,12 +72,12 @@ lab: up
 # model or a service as integration). `make test` is everything, with the 25 slowest listed.
 FAST := not (integration or notebooks or slow or live)
 
-# Two workers (pytest-xdist): the lab's notebooks and the tests that read their execution on one,
-# every other module as a whole on whichever is free (conftest.py orders the work); the 2-core
+# Two workers (pytest-xdist): the lab's notebooks and tests/test_notebooks.py on one, every other
+# module as a whole on whichever is free (conftest.py's scheduler and order); the 2-core
 # machine is otherwise mostly idle, waiting on vLLM start-ups, services and the image build.
 # TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
 test: up
 	$(BIN)/python -m pytest $(XDIST) --durations=25 $(PYTEST_ARGS)

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent
 
 # Fixtures (tests/conftest.py) that need the default model, a local service or vLLM.
 INTEGRATION_FIXTURES = frozenset({"default_model", "local_hub", "default_tarball", "lab_run"})
-LAB_GROUP = "lab"
+# With pytest-xdist (`make test`) the lab's notebooks and this module, whose full-run test reads
+# their execution, are one unit of work: one worker, in lab order. See pytest_xdist_make_scheduler.
+LAB_TESTS = "test_notebooks.py"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,10 +77,11 @@ def pytest_itemcollected(item: pytest.Item) -> None:
             item.add_marker(mark)
     elif INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
         item.add_marker("integration")
-    # With pytest-xdist (`make test`: -n 2 --dist loadgroup) the lab's notebooks and the tests
-    # that read their execution run on one worker, in lab order; every other module as a whole.
-    if _is_lab_cell(item) or item.get_closest_marker("after_lab_run"):
-        item.add_marker(pytest.mark.xdist_group(LAB_GROUP))
+    if item.get_closest_marker("after_lab_run") and item.path.name != LAB_TESTS:
+        raise pytest.UsageError(
+            f"{item.nodeid} reads the lab's execution: move it to tests/{LAB_TESTS}, which runs "
+            "on the lab's test worker"
+        )
 
 
 @pytest.hookimpl(trylast=True)  # on the items that remain after `-m` and `-k`
@@ -95,6 +98,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = _longest_first(items)
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadscope` with the lab as one scope: xdist hands out whole modules (a notebook's
+    cells share one kernel), and the lab's notebooks plus tests/test_notebooks.py go to one worker
+    in collection order. (xdist's own `loadgroup` marks cannot do this under pytest 9, which no
+    longer reads the node id xdist rewrites; the scheduler sees node ids only, hence the paths.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    from labkit.run import NOTEBOOK_NAME
+
+    class LabFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = Path(nodeid.split("::", 1)[0])
+            if path.name == LAB_TESTS or NOTEBOOK_NAME.match(path.name):
+                return "lab"
+            return super()._split_scope(nodeid)
+
+    return LabFirst(config, log)
+
+
 def _longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
     """The order xdist hands out work in (with --no-loadscope-reorder): the lab first (its own
     worker, the longest chain), then the modules that use services or vLLM, then the quick ones,
@@ -102,7 +126,7 @@ def _longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
     heavy = {i.path for i in items if i.get_closest_marker("integration")}
 
     def rank(item: pytest.Item) -> int:
-        if _is_lab_cell(item) or item.get_closest_marker("after_lab_run"):
+        if _is_lab_cell(item) or item.path.name == LAB_TESTS:
             return 0
         return 1 if item.path in heavy else 2
 

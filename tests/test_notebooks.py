@@ -214,7 +214,7 @@ def test_the_suites_lab_run_is_recorded_as_labkit_run_records_one(tmp_path: Path
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}  # fmt: skip
         nbformat.write(nb, root / "notebooks" / name)
-    (root / "test_after.py").write_text(
+    (root / "test_notebooks.py").write_text(  # conftest: where after_lab_run tests live
         "import json, pytest\n"
         "@pytest.mark.after_lab_run\n"
         "def test_reads(request):\n"
@@ -227,7 +227,7 @@ def test_the_suites_lab_run_is_recorded_as_labkit_run_records_one(tmp_path: Path
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_")}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "test_after.py", "notebooks"],
+        [sys.executable, "-m", "pytest", "-q", "test_notebooks.py", "notebooks"],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert "1 failed, 4 passed" in done.stdout, done.stdout[-3000:]  # the raising cell fails
