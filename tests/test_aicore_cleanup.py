@@ -51,18 +51,30 @@ def test_cleanup_deletes_only_what_the_lab_created_and_is_safe_twice(tmp_path):
     assert actions[("object_store_secret", "default")] == ("kept", "the lab did not create it")
     assert actions[("resource_group", "default")][0] == "kept"
     assert "deleted application labkit-templates" in ai.calls
-    assert "deleted repository labkit-templates" in ai.calls
+    # Issue 16, item 11: the repository stays (a tenant may refuse its name once deleted).
+    assert "deleted repository labkit-templates" not in ai.calls
+    assert actions[("repository", "labkit-templates")][0] == "kept"
     assert not any("objectstore" in c or "deleted rg" in c for c in ai.calls)
     assert [r.kind for r in report.rows][:2] == ["deployment", "deployment"]  # newest first
-    assert ai.calls.index("deleted application labkit-templates") < ai.calls.index(
-        "deleted repository labkit-templates"
-    )
     recorded = state.get("deploy")
     assert recorded["status"] == "DELETED" and recorded["deployment_url"] == ""
 
     again = FakeAI()
     second = aicore.cleanup(cfg, State(tmp_path / "state.json"), ai=again)
     assert second.deleted == [] and not any(c.startswith("deleted") for c in again.calls)
+
+
+def test_cleanup_deletes_the_repository_only_when_asked_and_after_the_application(tmp_path):
+    state = State(tmp_path / "state.json")
+    _recorded(state)
+    ai = FakeAI()
+    ai.deployments = {"d1": "DEAD"}
+    cfg = load_config(profile="local", lab_dir=tmp_path)
+    report = aicore.cleanup(cfg, state, ai=ai, delete_repository=True, poll=0)
+    assert ("repository", "labkit-templates") in {(r.kind, r.id) for r in report.deleted}
+    assert ai.calls.index("deleted application labkit-templates") < ai.calls.index(
+        "deleted repository labkit-templates"
+    )
 
 
 def test_cleanup_can_keep_the_setup_and_does_nothing_without_a_record(tmp_path):

@@ -296,7 +296,7 @@ def test_the_whole_lifecycle_through_the_sdk(host_aicore, default_tarball, tmp_p
         with pytest.raises(AICoreError):
             aicore.list_models(cfg, result.deployment_url, timeout=0)
     finally:
-        report = aicore.cleanup(cfg, State(cfg.state_file), poll=1)
+        report = aicore.cleanup(cfg, State(cfg.state_file), delete_repository=True, poll=1)
     deleted = {r.kind for r in report.deleted}
     assert {"deployment", "application", "repository", "object_store_secret"} <= deleted
     assert aicore.connect(cfg).find_deployment(result.deployment_id) is None

@@ -206,3 +206,22 @@ def test_a_tenant_sync_message_fails_fast_even_when_healthy(monkeypatch, case):
         _sync(ai, clock)
     assert case["explains"] in one_line(exc.value)
     assert clock.now <= 20  # one poll, not the 600 s timeout
+
+
+# --- a deleted repository's name (item 11) ----------------------------------------------------
+
+
+def test_a_refused_repository_name_says_what_to_do(monkeypatch):
+    # Reported from a tenant run, unverified (docs/tenant.md, item 11): on-boarding under the
+    # name of a deleted repository answered "Repository ... not found for tenant".
+    refusal = {"status": 400, "body": {"error": {
+        "code": "01000000", "message": "Repository labkit-templates not found for tenant 5a1b2c3d"}}}  # fmt: skip
+    ai, replay = tenant_ai(monkeypatch, {
+        ("GET", r"/admin/repositories$"): [{"status": 200, "body": {"count": 0, "resources": []}}],
+        ("POST", r"/admin/repositories$"): [refusal],
+    })  # fmt: skip
+    with pytest.raises(AICoreError) as exc:
+        aicore.ensure_repository(ai, "https://github.com/example/templates", "labkit-templates")
+    text = one_line(exc.value)
+    assert "refused to on-board the repository 'labkit-templates' again" in text
+    assert "--repository <new name>" in text and replay.count("POST", r"/admin/repositories$") == 1

@@ -179,7 +179,7 @@ def test_sap_published_templates_sync_as_on_a_tenant(
     for exe_id, scenario_id in SAP_TEMPLATES.items():
         exe = client.executable.get(scenario_id, exe_id)
         assert exe.id == exe_id and exe.deployable
-    assert client.executable.get("vllm", "vllm").parameters[0].name == "model"
+    assert client.executable.get("vllm", "vllm").parameters[0].name == "modelName"
     assert client.executable.get("ollama", "ollama").parameters == []
     house = client.executable.get("learning-datalines", "server-pipeline")
     assert [a.name for a in house.input_artifacts] == ["housepricemodel"]

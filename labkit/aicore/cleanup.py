@@ -217,6 +217,10 @@ _UNDELETABLE = {
     "configuration": "kept: AI Core's API cannot delete configurations",
     "artifact": "kept: AI Core's API cannot delete artifact registrations",
 }
+# Issue 16, item 11: a tenant can refuse a deleted repository's name when it is on-boarded again
+# ("Repository ... not found for tenant"; unverified, docs/tenant.md). The registration costs
+# nothing, and the next run reuses it.
+_REPOSITORY_KEPT = "kept for the next run (a tenant may refuse the name once deleted)"
 _SETUP = (
     "application",
     "repository",
@@ -232,12 +236,15 @@ def cleanup(
     *,
     ai: AICore | None = None,
     delete_setup: bool = True,
+    delete_repository: bool = False,
     timeout: float = DEFAULT_STOP_TIMEOUT_S,
     poll: float = 3.0,
 ) -> CleanupReport:
     """Stop and delete what the lab created (recorded in state ``deploy``), newest first; safe to
-    run again. With ``delete_setup`` also the application, repository, secrets and resource group
-    the lab created; objects it found already there are never touched."""
+    run again. With ``delete_setup`` also the application, secrets and resource group the lab
+    created, and with ``delete_repository`` too its git repository registration (kept by default:
+    a tenant may refuse the name again, issue 16 item 11); objects it found already there are
+    never touched."""
     recorded = state.get(STATE_KEY)
     if not recorded:
         return CleanupReport([])
@@ -260,6 +267,9 @@ def cleanup(
             continue
         if obj.kind in _SETUP and not delete_setup:
             row.action, row.detail = "kept", "setup kept (delete_setup off)"
+            continue
+        if obj.kind == "repository" and not delete_repository:
+            row.action, row.detail = "kept", _REPOSITORY_KEPT
             continue
         client = _client_for(cfg, obj, ai, clients)
         if client is None:

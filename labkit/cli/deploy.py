@@ -67,7 +67,13 @@ def _look_after(args: argparse.Namespace, cfg: Config, state: State) -> int:
 
     ai = aicore.connect(cfg)
     if args.action == "cleanup":
-        report = aicore.cleanup(cfg, state, ai=ai, delete_setup=not args.keep_setup)
+        report = aicore.cleanup(
+            cfg,
+            state,
+            ai=ai,
+            delete_setup=not args.keep_setup,
+            delete_repository=args.delete_repository,
+        )
         emit(args, report.to_dict(), report.to_text())
         return 0
     ai.check_resource_group()
@@ -173,6 +179,12 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     dep.add_argument(
         "--keep-setup",
         action="store_true",
-        help="cleanup: keep the application, repository, secrets and resource group",
+        help="cleanup: keep the application, secrets and resource group",
+    )
+    dep.add_argument(
+        "--delete-repository",
+        action="store_true",
+        help="cleanup: also delete the git repository registration (kept by default: a tenant "
+        "may refuse its name when it is on-boarded again)",
     )
     dep.set_defaults(func=_cmd_deploy)

@@ -317,7 +317,9 @@ class DockerRegistrySecrets:
             self.store.save_secrets()
             self.store.save()
         log.info("docker registry secret %s created", name)
-        return {"message": "Secret has been created"}
+        # A tenant's answer, as SAP's BYOM sample recorded it (SAP-samples/btp-generative-ai-hub-
+        # use-cases, 10-byom-oss-llm-ai-core/byom-oss-llm-code/00-init-config.ipynb, cell 11).
+        return {"message": "secret has been created"}
 
     def list_all(self) -> list[dict[str, Any]]:
         with self.store.lock:
@@ -401,7 +403,9 @@ class Repositories:
             }
             self.store.save()
         log.info("repository %s on-boarded: %s", name, url)
-        return {"id": name, "message": "Repository has been on-boarded"}
+        # The tenant's wording (00-init-config.ipynb cell 14 of SAP's BYOM sample, and
+        # SAP-samples/ai-core-samples 06_Cloud_Connector_Demo/demo.ipynb): with the full stop.
+        return {"id": name, "message": "Repository has been on-boarded."}
 
     def list_all(self) -> list[dict[str, Any]]:
         with self.store.lock:
@@ -485,7 +489,8 @@ class Applications:
             self.store.save()
         log.info("application %s created", name)
         self.sync.schedule(name)
-        return {"id": name, "message": "ArgoCD application has been created"}
+        # The tenant's wording (00-init-config.ipynb cell 14 of SAP's BYOM sample).
+        return {"id": name, "message": "Application has been successfully created."}
 
     def list_all(self) -> list[dict[str, Any]]:
         with self.store.lock:

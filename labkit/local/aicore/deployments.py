@@ -2,8 +2,8 @@
 :class:`~labkit.local.aicore.runner.Runner`, and their ``/v2/lm/deployments`` routes.
 
 Deployments run as :mod:`labkit.local.aicore.runner` describes, at a tenant's pace times the
-time scale (docs/tenant.md). Statuses: UNKNOWN on creation, while for a short window GET answers
-404 "Deployment ID ... not found"; PENDING while the image is pulled (a pull that fails stays
+time scale (docs/tenant.md). Statuses: UNKNOWN on creation until scheduled (its logs answer 404
+"DeploymentNotFoundError" for the first minute, as on a tenant); PENDING while the image is pulled (a pull that fails stays
 PENDING), the model fetched and the server starts (a crashing one restarts with back-off);
 RUNNING once it answers; after PATCH ``targetStatus: STOPPED`` (only from RUNNING or PENDING, 400
 otherwise) the status stays as it was for the tenant's stop time, then STOPPED; DEAD when the
@@ -31,9 +31,10 @@ from fastapi.responses import PlainTextResponse, Response
 from labkit.local.aicore.admin import DockerRegistrySecrets, ObjectStoreSecrets
 from labkit.local.aicore.common import (
     ID,
+    LOGS_NOT_FOUND_S,
     MAX_STATUS_MESSAGE,
-    NOT_FOUND_WINDOW_S,
     REQUEST_TIMEOUT_S,
+    SCHEDULING_S,
     STOP_DELAY_S,
     TTL,
     ApiError,
@@ -307,9 +308,9 @@ class Deployments:
             "submissionTime": stamp,
             "_run": spec.to_dict(),
             "_process": None,
-            # SAP docs, Troubleshooting > Deployment: "Deployment ID <abc> not found: this
-            # message appears when you have just started the deployment. Wait a few minutes".
-            "_visibleAt": time.time() + self.scaled(NOT_FOUND_WINDOW_S),
+            # UNKNOWN until scheduled; the logs not found at first (common.SCHEDULING_S).
+            "_scheduledAt": time.time() + self.scaled(SCHEDULING_S),
+            "_logsAt": time.time() + self.scaled(LOGS_NOT_FOUND_S),
         }
         if ttl is not None:
             dep["ttl"] = ttl
@@ -343,7 +344,7 @@ class Deployments:
             if dep is None:
                 return
             spec = RunSpec.from_dict(dep["_run"])
-            hidden = max(0.0, float(dep.get("_visibleAt") or 0) - time.time())
+            hidden = max(0.0, float(dep.get("_scheduledAt") or 0) - time.time())
         events = Events(self, group, dep_id)
         runner = Runner(
             dep_id, spec, self.work_dir(dep_id), self.runner_settings, events, schedule_delay=hidden
@@ -404,21 +405,24 @@ class Deployments:
             raise missing(f"deployment '{dep_id}' in resource group '{group}'")
         return dep
 
-    def visible(self, group: str, dep_id: str) -> dict[str, Any]:
-        """The deployment as GET shows it (caller holds the store lock): 404 also for a short
-        while after its creation, as on a tenant (SAP docs, Troubleshooting > Deployment:
-        "Deployment ID <abc> not found ... when you have just started the deployment")."""
+    def logs_found(self, group: str, dep_id: str) -> None:
+        """404 for a new deployment's logs during its first minute, in the tenant's words
+        (common.LOGS_NOT_FOUND_S; the recorded body's code and target included)."""
         dep = self.stored(group, dep_id)
-        if time.time() < float(dep.get("_visibleAt") or 0):
-            raise ApiError(404, f"Deployment ID {dep_id} not found", "NotFound")
-        return dep
+        if time.time() < float(dep.get("_logsAt") or 0):
+            raise ApiError(
+                404,
+                f"DeploymentNotFoundError: Deployment {dep_id} not found.",
+                "05011000",
+                target=f"/api/v4alpha/deployments/{dep_id}/logs",
+            )
 
     def get(self, group: str, dep_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         select = query.get("$select")
         if select is not None and select != "status":
             raise bad("$select takes only 'status'", "InvalidParameter")
         with self.store.lock:
-            dep = public(self.visible(group, dep_id))
+            dep = public(self.stored(group, dep_id))
         return status_only(dep) if select else dep
 
     def list_all(self, group: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -447,7 +451,7 @@ class Deployments:
 
     def read_logs(self, group: str, dep_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         with self.store.lock:
-            self.visible(group, dep_id)
+            self.logs_found(group, dep_id)
         return self.logs.read(dep_id, query)
 
     # changes

@@ -35,7 +35,7 @@ def error_response(request: Request, exc: ApiError) -> JSONResponse:
         "code": exc.code,
         "message": exc.message,
         "requestId": uuid.uuid4().hex,
-        "target": request.url.path,
+        "target": exc.target or request.url.path,
     }
     if exc.details is not None:
         error["details"] = exc.details

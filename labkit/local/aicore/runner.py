@@ -4,7 +4,7 @@ A deployment runs in phases, as a pod of a KServe InferenceService does (docs/te
 what is imitated and from which source); the containers' output goes to the deployment's log
 (what `GET .../logs` returns), the kubelet's events only to ``statusDetails``:
 
-0. scheduling: for the first moments the deployment answers 404, then UNKNOWN (deployments.py);
+0. scheduling: UNKNOWN for the first moments, its logs not found yet (deployments.py);
 1. image: the predictor image must be pullable from its registry (the manifest is looked up with
    the credentials of the template's ``imagePullSecrets``). A pull that fails is retried with
    the kubelet's back-off for as long as the deployment should run: it stays PENDING with
