@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labkit.errors import ConfigError
-from labkit.util import html
+from labkit.util import html, names
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # moto takes any key pair; fixed ones keep the local object store secret stable between runs.
@@ -166,7 +166,15 @@ class Config(BaseSettings):
         description="the local AI Core's pace: a tenant's durations (stop, early 404s, back-off) "
         f"times this; {DEFAULT_AICORE_TIME_SCALE} compressed, 'tenant' (1.0) the real pace",
     )
-    scenario: str = Field("labkit-vllm", description="AI Core scenario id of the lab's template")
+    executable: str = Field(
+        default_factory=names.default_lab_id,
+        description="AI Core executable id of the lab's template (its metadata.name), unique in "
+        "the whole tenant (default: labkit-vllm-<OS user>)",
+    )
+    scenario: str = Field(
+        default_factory=names.default_lab_id,
+        description="AI Core scenario id of the lab's template (default: labkit-vllm-<OS user>)",
+    )
     template_repo_dir: Path | None = Field(
         None,
         description="git checkout that AI Core's application syncs (default: a local repo)",
@@ -211,6 +219,26 @@ class Config(BaseSettings):
         validation_alias=AliasChoices("hf_token", "LABKIT_HF_TOKEN", "HF_TOKEN"),
         description="Hugging Face token for gated models",
     )
+
+    @field_validator("executable")
+    @classmethod
+    def _executable(cls, value: str) -> str:
+        if not names.is_executable_id(value):
+            raise ValueError(
+                f"{value!r} is not an executable id: use 4-64 lowercase letters and digits, "
+                "hyphens the only separator, e.g. labkit-vllm-jane"
+            )
+        return value
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario(cls, value: str) -> str:
+        if not names.SCENARIO_ID.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a scenario id: use 4-63 letters, digits, '-', '_' or '.', "
+                "starting and ending alphanumeric"
+            )
+        return value
 
     @field_validator("aicore_time_scale", mode="before")
     @classmethod

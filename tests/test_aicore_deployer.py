@@ -4,8 +4,8 @@ lifecycle through SAP's client against the local AI Core; a `live` test on a ten
 from __future__ import annotations
 
 import json
-import re
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from aicore_fakes import one_line
@@ -23,7 +23,7 @@ def test_step_05_results_are_read_for_the_configuration():
     cfg = load_config(profile="local")
     tpl = aicore.template_inputs(
         {
-            "executable_id": "labkit-vllm",
+            "executable_id": cfg.executable,
             "bindings": {
                 "parameterBindings": [{"key": "image", "value": "localhost:5000/x:v1"}],
                 "inputArtifactBindings": [{"key": "model", "artifactId": ""}],
@@ -38,6 +38,33 @@ def test_step_05_results_are_read_for_the_configuration():
     ).parameters == {"a": "1"}
     with pytest.raises(ConfigError):
         aicore.template_inputs({}, cfg)
+
+
+def test_an_override_of_num_gpus_brings_dev_shm_along(lab_env):
+    """The configuration binds /dev/shm only for tensor parallelism, also when step 06 changes
+    numGpus (`labkit deploy --set numGpus=2`)."""
+    from labkit import templates
+    from labkit.aicore import Deployer
+
+    cfg = load_config(profile="local")
+    state = State(cfg.state_file)
+    tp2 = templates.with_shm({"numGpus": "2"})
+    state.record("upload", {"artifact_url": "ai://default/m.tar"})
+    state.record("template", {"executable_id": cfg.executable,
+                              "parameters": {"image": "x", "numGpus": "1"}})  # fmt: skip
+
+    def parameters(**overrides: str) -> dict[str, str]:
+        ai = SimpleNamespace(resource_group="default", api_url="http://127.0.0.1:1")  # never called
+        return Deployer(cfg, state, ai=ai, parameters=overrides, progress=False).parameters()
+
+    assert parameters() == {"image": "x", "numGpus": "1"}
+    assert parameters(numGpus="2") == {"image": "x", **tp2}
+    mine = {"numGpus": "2", "volumes": "[]", "volumeMounts": "[]"}
+    assert parameters(**mine) == {"image": "x", **mine}  # volumes set by hand win
+    state.record("template", {"executable_id": cfg.executable,
+                              "parameters": {"image": "x", **tp2}})  # fmt: skip
+    assert parameters() == {"image": "x", **tp2}
+    assert parameters(numGpus="1") == {"image": "x", "numGpus": "1"}
 
 
 # --- against the local AI Core (integration) -----------------------------------------------------
@@ -104,8 +131,10 @@ def _make_lab(cfg_base, tarball, tmp, *, image_ref: str, executable: str | None 
     store = storage.open_store(cfg)
     stored = storage.upload_tarball(store, tarball.path, secret_name=name, progress=False)
     state.record("upload", stored.to_dict())
-    text = templates.set_scenario(templates.shipped_template(cfg).read_text(), name)
-    text = edit(re.sub(r"(?m)^  name: labkit-vllm$", f"  name: {name}", text, count=1))
+    text = templates.set_ids(
+        templates.shipped_template(cfg).read_text(), executable=name, scenario=name
+    )
+    text = edit(text)
     repo = tmp / "templates-git"
     path = f"labkit/{name}.yaml"
     commit = templates.publish(text, repo, path, "labkit test template")

@@ -98,3 +98,24 @@ def test_hub_endpoint_per_profile(monkeypatch):
     assert load_config(profile="local", hub_port=9999).hub_endpoint == "http://127.0.0.1:9999"
     assert load_config(profile="aicore").hub_endpoint == "https://hub.example"
     assert load_config(profile="aicore", hf_endpoint="https://x/").hub_endpoint == "https://x"
+
+
+def test_executable_and_scenario_default_to_a_per_user_id(monkeypatch):
+    """SAP Help, "Serving Templates": the executable id is unique in the whole tenant, so the
+    lab's default carries the OS user; LABKIT_EXECUTABLE / LABKIT_SCENARIO set them."""
+    from labkit.util import names
+
+    monkeypatch.delenv("LABKIT_EXECUTABLE", raising=False)
+    monkeypatch.delenv("LABKIT_SCENARIO", raising=False)
+    monkeypatch.setattr(names.getpass, "getuser", lambda: "Jane.Doe")
+    cfg = load_config()
+    assert (cfg.executable, cfg.scenario) == ("labkit-vllm-jane-doe", "labkit-vllm-jane-doe")
+    monkeypatch.setenv("LABKIT_EXECUTABLE", "team-llm-serving")
+    monkeypatch.setenv("LABKIT_SCENARIO", "team.llms")
+    cfg = load_config()
+    assert (cfg.executable, cfg.scenario) == ("team-llm-serving", "team.llms")
+    assert load_config(executable="other-exec").executable == "other-exec"  # a parameter wins
+    for name, bad in (("executable", "Team_LLM"), ("executable", "abc"), ("scenario", "-x-")):
+        with pytest.raises(ConfigError, match=f"invalid setting {name}") as exc:
+            load_config(**{name: bad})
+        assert "\n" not in str(exc.value) and f"LABKIT_{name.upper()}" in str(exc.value)

@@ -79,7 +79,8 @@ def test_the_lab_run_executes_every_notebook_and_records_results(lab_run: RunRep
         assert built["tag"] == image.format_tag(date.today(), image.parse_tag(built["tag"])[1])
         assert "Paris" in built["smoke"]["answer"]
     template = state.get("template")
-    assert template["lint"]["ok"] is True and template["executable_id"] == "labkit-vllm"
+    assert template["lint"]["ok"] is True
+    assert (template["executable_id"], template["scenario_id"]) == (cfg.executable, cfg.scenario)
     deploy = state.get("deploy")
     assert deploy["deployment_id"] and deploy["models"] == [download["repo_id"]]
     assert deploy["status"] == "DELETED"  # 99_cleanup ran last

@@ -63,7 +63,16 @@ def test_cli_lint_with_bindings(capsys):
     code, out, _ = cli(capsys, "template", "lint", str(SHIPPED), "--set", "numGpus=3",
                        "--set", "resourcePlan=infer2.4xl", "--json")  # fmt: skip
     assert code == 0  # warnings alone pass
-    assert {w["rule"] for w in json.loads(out)["warnings"]} == {"tensor-parallel-idle"}
+    # Tensor parallelism without the /dev/shm bindings step 05 adds for it: dev-shm warns.
+    assert {w["rule"] for w in json.loads(out)["warnings"]} == {"tensor-parallel-idle", "dev-shm"}
+    shm = [
+        a for k, v in templates.with_shm({"numGpus": "3"}).items() for a in ("--set", f"{k}={v}")
+    ]
+    code, out, _ = cli(capsys, "template", "lint", str(SHIPPED), *shm,
+                       "--set", "resourcePlan=infer2.4xl", "--json")  # fmt: skip
+    assert code == 0 and {w["rule"] for w in json.loads(out)["warnings"]} == {
+        "tensor-parallel-idle"
+    }
     code, out, _ = cli(capsys, "template", "lint", str(SHIPPED), "--set", "dtype=bf16", "--json")
     assert code == 1 and "env-value" in {e["rule"] for e in json.loads(out)["errors"]}
     code, _, err = cli(capsys, "template", "lint", str(SHIPPED), "--set", "novalue")
@@ -74,18 +83,33 @@ def test_cli_lint_with_the_lab_state(capsys, lab_env, tmp_path, monkeypatch):
     from labkit.config import load_config
 
     monkeypatch.setenv("LABKIT_TEMPLATE_REPO_DIR", str(tmp_path / "git"))
+    monkeypatch.setenv("LABKIT_EXECUTABLE", "labkit-vllm-jane")
+    monkeypatch.setenv("LABKIT_SCENARIO", "labkit-vllm-jane")
     _lab_state(load_config())
+    # The file says labkit-vllm; with --lab-state it is linted with the lab's ids, as step 05
+    # publishes it (else the scenario check would fail).
+    published = templates.set_ids(
+        text(), executable="labkit-vllm-jane", scenario="labkit-vllm-jane"
+    )
     # Already published under its own name: that copy is this template, not a clash.
-    templates.publish(text(), tmp_path / "git", "labkit/vllm-serving.yaml", "publish")
+    templates.publish(published, tmp_path / "git", "labkit/vllm-serving.yaml", "publish")
     args = [a for k, v in CPU_BINDINGS.items() for a in ("--set", f"{k}={v}")]
     code, out, _ = cli(capsys, "template", "lint", str(SHIPPED), "--lab-state", *args, "--json")
     assert code == 0 and json.loads(out) == {"ok": True, "errors": [], "warnings": []}
     code, out, _ = cli(capsys, "template", "lint", str(SHIPPED), "--lab-state", *args,
                        "--set", "revision=" + "b" * 40, "--json")  # fmt: skip
     assert code == 1 and "revision" in {e["rule"] for e in json.loads(out)["errors"]}
-    templates.publish(text(), tmp_path / "git", "labkit/copy.yaml", "a copy")
+    templates.publish(text(), tmp_path / "git", "labkit/other-user.yaml", "another user's")
+    code, out, _ = cli(capsys, "template", "lint", str(SHIPPED), "--lab-state", *args, "--json")
+    assert code == 0, out  # labkit-vllm is not the lab's id: no clash
+    templates.publish(published, tmp_path / "git", "labkit/copy.yaml", "a copy")
     code, out, _ = cli(capsys, "template", "lint", str(SHIPPED), "--lab-state", *args, "--json")
     assert code == 1 and "executable-id-unique" in {e["rule"] for e in json.loads(out)["errors"]}
+    monkeypatch.setenv("LABKIT_SCENARIO", "another-scenario")  # the file as is when ids fail
+    broken = tmp_path / "no-labels.yaml"
+    broken.write_text(text().replace('    scenarios.ai.sap.com/id: "labkit-vllm"\n', ""))
+    code, out, _ = cli(capsys, "template", "lint", str(broken), "--lab-state", *args, "--json")
+    assert code == 1 and "labels-required" in {e["rule"] for e in json.loads(out)["errors"]}
 
 
 def test_cli_render(capsys):

@@ -85,11 +85,8 @@ def _spec_as_mapping() -> dict[str, Any]:
     return tpl
 
 
-def _no_shm() -> str:
-    source = sub(text(), "            volumeMounts:\n              - name: shm\n"
-                 "                mountPath: /dev/shm\n", "")  # fmt: skip
-    return sub(source, 'default: "1"\n        description: "NUM_SHARD', 'default: "2"\n'
-               '        description: "NUM_SHARD')  # fmt: skip
+# Two GPUs on a plan that has them: tensor parallelism without its /dev/shm bindings.
+TP2 = {"resourcePlan": "infer2.4xl", "numGpus": "2"}
 
 
 def _image_default(value: str) -> dict[str, Any]:
@@ -159,7 +156,8 @@ CASES: list[tuple[str, str, Callable[[], Any], Callable[[], LintContext] | None]
     ("storage-uri", "error", lambda: sub(text(), 'value: "{{inputs.artifacts.model}}"',
                                          'value: "s3://bucket/model.tar"'), None),
     ("storage-uri", "error", lambda: sub(text(), "- name: STORAGE_URI", "- name: STORAGE_URL"), None),
-    ("models-dir", "error", lambda: sub(text(), "mountPath: /dev/shm", "mountPath: /mnt/models"), None),
+    ("models-dir", "error", lambda: text(), lambda: context(bind={
+        "volumes": "[{name: m, emptyDir: {}}]", "volumeMounts": "[{name: m, mountPath: /mnt/models}]"})),
     ("models-dir", "error", lambda: sub(text(), "              - name: ARG\n",
      '              - name: MODELS_DIR\n                value: "/models"\n              - name: ARG\n'), None),
     ("reserved-env", "error", lambda: sub(text(), "              - name: ARG\n",
@@ -177,7 +175,7 @@ CASES: list[tuple[str, str, Callable[[], Any], Callable[[], LintContext] | None]
     ("vllm-args", "error", lambda: text(), lambda: context(bind={"args": "--seed 'unclosed"})),
     ("vllm-args-override", "warning", lambda: text(),
      lambda: context(bind={"maxModelLen": "2048", "args": "--max_model_len 4096"})),
-    ("dev-shm", "warning", _no_shm, None),
+    ("dev-shm", "warning", lambda: text(), lambda: context(attention_heads=32, bind=TP2)),
     ("lab-state", "warning", lambda: text(), lambda: context(notes=["no sizing result: run 01"])),
     ("scenario", "error", lambda: text(), lambda: context(scenario="other-scenario")),
     ("model-id", "error", lambda: text(), lambda: context(bind={"modelId": "org/another"})),
@@ -230,6 +228,17 @@ def test_each_rule_fails_its_case(rule, level, make, ctx):
 
 def test_every_rule_has_a_failing_case():
     assert {c[0] for c in CASES} == set(templates.RULES)
+
+
+def test_tensor_parallelism_with_the_shm_bindings_has_no_dev_shm_warning():
+    """The shipped template has /dev/shm only as bindings: step 05 binds it for numGpus > 1."""
+    bound = templates.with_shm({**REQUIRED, **TP2})
+    report = templates.lint(SHIPPED, context=context(attention_heads=32, bind=bound))
+    assert "dev-shm" not in report.rules() and report.ok, report.to_text()
+    cpu = templates.lint(
+        SHIPPED, context=context(bind=CPU_BINDINGS, sizing={**SIZING, "plan": "basic"})
+    )
+    assert "dev-shm" not in cpu.rules()  # one GPU (or none) needs no /dev/shm
 
 
 def test_inner_yaml_error_names_the_string_and_line():

@@ -553,8 +553,9 @@ def test_regression_num_gpus_zero_is_an_env_value_error():
          "        imagePullSecrets: 1\n"),
         ('          - name: "{{inputs.parameters.imagePullSecret}}"\n',
          "          - name: 2024-01-01\n"),
-        ("        volumes:\n", "        volumes: 7\n        x:\n"),
-        ("            volumeMounts:\n", "            volumeMounts: 7\n            x:\n"),
+        ("        volumes: {{inputs.parameters.volumes}}\n", "        volumes: 7\n        x:\n"),
+        ("            volumeMounts: {{inputs.parameters.volumeMounts}}\n",
+         "            volumeMounts: 7\n            x:\n"),
     ],
 )  # fmt: skip
 def test_regression_fields_of_the_wrong_type_in_the_predictor(old, new):
@@ -566,17 +567,18 @@ def test_regression_fields_of_the_wrong_type_in_the_predictor(old, new):
 
 
 @pytest.mark.parametrize(
-    ("old", "new"),
+    "bind",
     [
-        ("              - name: shm\n", "              - name: []\n"),  # the mount's name
-        ("          - name: shm\n", "          - name: {a: 1}\n"),  # the volume's name
+        {"volumeMounts": "[{name: [], mountPath: /dev/shm}]"},  # the mount's name
+        {"volumes": "[{name: {a: 1}, emptyDir: {medium: Memory}}]"},  # the volume's name
     ],
 )
-def test_regression_a_shm_volume_name_that_is_no_string(old, new):
+def test_regression_a_shm_volume_name_that_is_no_string(bind):
     """Before: TypeError (unhashable type: 'list') in the dev-shm check (found by `make fuzz`)."""
-    source = sub(text(), old, new)
-    for ctx in (None, context(bind={"numGpus": "2"}), context(bind={"numGpus": "x"})):
-        assert_report(templates.lint(source, context=ctx))
+    shm = templates.with_shm({"numGpus": "2"})
+    for gpus in ("1", "2", "x"):
+        ctx = context(bind={**shm, "numGpus": gpus, **bind})
+        assert_report(templates.lint(SHIPPED, context=ctx))
 
 
 def test_regression_nul_in_a_path_is_a_template_error():

@@ -25,6 +25,47 @@ def test_set_scenario_changes_only_the_label():
         templates.set_scenario(text(), "no spaces please")
 
 
+def test_set_ids_sets_the_executable_id_its_annotation_and_the_scenario():
+    """SAP Help, "Serving Templates": metadata.name is the executable id, unique in the tenant."""
+    out = templates.set_ids(text(), executable="labkit-vllm-jane", scenario="labkit-vllm-jane")
+    meta = templates.load(out)["metadata"]
+    assert meta["name"] == "labkit-vllm-jane"
+    assert meta["annotations"]["executables.ai.sap.com/name"] == "labkit-vllm-jane"
+    assert meta["labels"]["scenarios.ai.sap.com/id"] == "labkit-vllm-jane"
+    changed = [(a, b) for a, b in zip(text().splitlines(), out.splitlines(), strict=True) if a != b]
+    assert changed == [
+        ("  name: labkit-vllm", "  name: labkit-vllm-jane"),
+        ('    executables.ai.sap.com/name: "labkit-vllm"',
+         '    executables.ai.sap.com/name: "labkit-vllm-jane"'),
+        ('    scenarios.ai.sap.com/id: "labkit-vllm"', '    scenarios.ai.sap.com/id: "labkit-vllm-jane"'),
+    ]  # fmt: skip
+    assert templates.set_ids(text(), executable="labkit-vllm", scenario="labkit-vllm") == text()
+    assert templates.set_ids(text()) == text()
+    numeric = templates.set_ids(text(), scenario="1234")  # stays a string, quoted
+    assert templates.load(numeric)["metadata"]["labels"]["scenarios.ai.sap.com/id"] == "1234"
+    with pytest.raises(TemplateError, match="executable id"):
+        templates.set_ids(text(), executable="Labkit_vLLM")
+    with pytest.raises(TemplateError, match=r"no metadata\.annotations"):
+        templates.set_ids(text().replace("    executables.ai.sap.com/name:", "    x:"),
+                          executable="labkit-vllm-jane")  # fmt: skip
+
+
+def test_set_ids_keeps_any_layout_and_refuses_a_shared_anchor():
+    flow = ("metadata: {name: old-name, annotations: {executables.ai.sap.com/name: 'Old'},\n"
+            "  labels: {scenarios.ai.sap.com/id: old}}\n")  # fmt: skip
+    assert templates.set_ids(flow, executable="new-name", scenario="new.scenario") == (
+        'metadata: {name: new-name, annotations: {executables.ai.sap.com/name: "new-name"},\n'
+        "  labels: {scenarios.ai.sap.com/id: new.scenario}}\n"
+    )
+    anchored = (
+        "metadata:\n  name: &id labkit-vllm\n  annotations:\n"
+        "    executables.ai.sap.com/name: labkit-vllm\n  labels:\n"
+        "    scenarios.ai.sap.com/id: labkit-vllm\nspec:\n  other: *id\n"
+    )
+    with pytest.raises(TemplateError, match="more than the ids"):
+        templates.set_ids(anchored, executable="labkit-vllm-jane")
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
                           check=True).stdout.strip()  # fmt: skip

@@ -69,14 +69,41 @@ def test_rendered_env_starts_the_runtime(bindings, tmp_path):
         assert command[command.index("--max-model-len") + 1] == "2048"
 
 
-@pytest.mark.parametrize("name", ["gpu", "cpu"])
+# Tensor parallelism on two GPUs, with the /dev/shm bindings step 05 adds for it.
+TP2_BINDINGS = templates.with_shm({**REQUIRED, "resourcePlan": "infer2.4xl", "numGpus": "2"})
+GOLDEN_BINDINGS = {"gpu": REQUIRED, "cpu": CPU_BINDINGS, "tp2": TP2_BINDINGS}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_BINDINGS))
 def test_golden_renders(name):
-    bindings = REQUIRED if name == "gpu" else CPU_BINDINGS
-    got = templates.render(SHIPPED, bindings, {"model": URL}).to_yaml()
+    got = templates.render(SHIPPED, GOLDEN_BINDINGS[name], {"model": URL}).to_yaml()
     golden = GOLDEN / f"vllm-serving.{name}.yaml"
     if os.environ.get("LABKIT_UPDATE_GOLDEN"):
         golden.write_text(got)
     assert got == golden.read_text(), f"re-create with LABKIT_UPDATE_GOLDEN=1 if {golden} is stale"
+
+
+def _shm(rendered: templates.Rendered) -> tuple[list, list]:
+    return rendered.predictor["volumes"], rendered.container["volumeMounts"]
+
+
+def test_dev_shm_only_with_tensor_parallelism():
+    """AI Core has no conditionals: /dev/shm is the value of the volumes and volumeMounts
+    parameters (default none), which ``with_shm`` binds only for more than one GPU."""
+    one = templates.render(
+        SHIPPED, templates.with_shm({**REQUIRED, "numGpus": "1"}), {"model": URL}
+    )
+    assert _shm(one) == ([], [])
+    assert _shm(templates.render(SHIPPED, REQUIRED, {"model": URL})) == ([], [])  # the defaults
+    two = templates.render(SHIPPED, TP2_BINDINGS, {"model": URL})
+    assert _shm(two) == (
+        [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
+        [{"name": "shm", "mountPath": "/dev/shm"}],
+    )
+    assert two.env["NUM_SHARD"] == "2"
+    # Back to one GPU: the shm bindings go, whatever the values held before.
+    assert set(templates.with_shm({**TP2_BINDINGS, "numGpus": "1"})) == set(REQUIRED) | {
+        "resourcePlan", "numGpus"}  # fmt: skip
 
 
 # --- render semantics -----------------------------------------------------------------------------

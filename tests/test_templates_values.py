@@ -41,6 +41,31 @@ def test_bindings_cover_declared_names_only():
 # --- lab state ------------------------------------------------------------------------------------
 
 
+def _as_published(cfg) -> str:
+    """The shipped template with the lab's ids, as step 05 publishes it."""
+    return templates.set_ids(SHIPPED.read_text(), executable=cfg.executable, scenario=cfg.scenario)
+
+
+def test_the_configuration_binds_dev_shm_only_for_tensor_parallelism(lab_env, tmp_path):
+    from labkit.config import load_config
+
+    cfg = load_config(template_repo_dir=tmp_path / "git")
+    state = _lab_state(cfg)
+    one = templates.lab_values(cfg, state)
+    keys = {b["key"] for b in templates.bindings(SHIPPED, one.values, {})["parameterBindings"]}
+    assert one.values["numGpus"] == "1" and not {"volumes", "volumeMounts"} & keys
+    size = state.require("size")
+    state.record("size", {**size, "plan": "infer2.4xl", "tensor_parallel_size": 2})
+    two = templates.lab_values(cfg, state)
+    out = templates.bindings(SHIPPED, two.values, {})["parameterBindings"]
+    bound = {b["key"]: b["value"] for b in out}
+    assert bound["numGpus"] == "2"
+    assert bound["volumes"] == "[{name: shm, emptyDir: {medium: Memory, sizeLimit: 8Gi}}]"
+    assert bound["volumeMounts"] == "[{name: shm, mountPath: /dev/shm}]"
+    rendered = templates.render(SHIPPED, two.values, two.artifacts)
+    assert rendered.container["volumeMounts"] == [{"name": "shm", "mountPath": "/dev/shm"}]
+
+
 def test_lab_values_and_context_from_state(lab_env, tmp_path):
     from labkit.config import load_config
 
@@ -50,9 +75,11 @@ def test_lab_values_and_context_from_state(lab_env, tmp_path):
     assert values.values["resourcePlan"] == "basic" and values.values["args"] == "--enforce-eager"
     assert values.values["image"] == IMAGE and values.artifacts == {"model": URL}
     assert values.values["maxModelLen"] == "2048" and not values.notes
+    assert "volumes" not in values.values and "volumeMounts" not in values.values  # one GPU
     ctx = LintContext.from_state(cfg, state, values.values, check_hub=False)
     assert (ctx.attention_heads, ctx.model_max_len, ctx.revision) == (9, 8192, REV)
-    report = templates.lint(SHIPPED, context=ctx)
+    assert ctx.scenario == cfg.scenario
+    report = templates.lint(_as_published(cfg), context=ctx)
     assert not report.errors and not report.warnings, report.to_text()
     assert ctx.revision_exists is None
     hub_ctx = LintContext.from_state(cfg, state, values.values)
@@ -67,7 +94,7 @@ def test_without_an_image_the_placeholder_warns_but_lints(lab_env, tmp_path):
     values = templates.lab_values(cfg, state)
     assert values.values["image"].endswith(f"/aicore-vllm:{templates.PLACEHOLDER_IMAGE_TAG}")
     assert any("no image" in n for n in values.notes)
-    report = templates.lint(SHIPPED, context=LintContext.from_state(
+    report = templates.lint(_as_published(cfg), context=LintContext.from_state(
         cfg, state, values.values, check_hub=False))  # fmt: skip
     assert report.ok and [f.rule for f in report.warnings] == ["image-missing"]
     rendered = templates.render(SHIPPED, values.values, values.artifacts)

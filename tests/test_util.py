@@ -144,3 +144,25 @@ def test_html_fields_name_each_value_in_a_left_aligned_header():
 def test_ai_core_name_patterns(pattern, good, bad):
     assert all(pattern.fullmatch(g) for g in good)
     assert not any(pattern.fullmatch(b) for b in bad)
+
+
+def test_the_user_suffix_is_a_valid_id_part_and_deterministic(monkeypatch):
+    from labkit.util import names
+
+    cases = {
+        "jane": "labkit-vllm-jane",
+        "Jane.Doe": "labkit-vllm-jane-doe",
+        "first.last@company.example": "labkit-vllm-first-last-company-example",
+        "ÄÖ": "labkit-vllm-user",  # nothing left: a fixed word
+        "": "labkit-vllm-user",
+    }
+    for user, expected in cases.items():
+        assert names.default_lab_id(user) == expected
+    long_a, long_b = "a" * 70 + "x", "a" * 70 + "y"
+    ids = [names.default_lab_id(u) for u in (long_a, long_b)]
+    assert ids[0] != ids[1] and ids[0] == names.default_lab_id(long_a)  # cut, then a hash
+    for value in [*ids, *cases.values()]:
+        assert names.is_executable_id(value) and names.SCENARIO_ID.fullmatch(value)
+        assert len(value) <= 63
+    monkeypatch.setattr(names.getpass, "getuser", lambda: (_ for _ in ()).throw(OSError("none")))
+    assert names.default_lab_id() == "labkit-vllm-user"

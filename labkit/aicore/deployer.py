@@ -217,8 +217,14 @@ class Deployer:
         return table
 
     def parameters(self) -> dict[str, str]:
-        """Step 05's parameter values with this run's overrides on top."""
-        return {**self.template.parameters, **self.overrides}
+        """Step 05's parameter values with this run's overrides on top; an override of numGpus
+        brings /dev/shm along (bound only above 1 GPU) unless volumes are overridden too."""
+        from labkit.templates.values import SHM_PARAMETERS, with_shm
+
+        params = {**self.template.parameters, **self.overrides}
+        if "numGpus" in self.overrides and not set(SHM_PARAMETERS) & set(self.overrides):
+            params = with_shm(params)
+        return params
 
     def secrets(self) -> ResourceTable:
         """The docker registry secret (when the registry needs a login) and the object store secret."""

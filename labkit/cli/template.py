@@ -24,13 +24,28 @@ def _template_pairs(pairs: Sequence[str] | None, option: str) -> dict[str, str]:
     return out
 
 
+def _as_published(path: Path, cfg: Config) -> str:
+    """The template as step 05 publishes it: with the lab's executable and scenario ids (the text
+    as it is when they cannot be set; lint then reports why)."""
+    from labkit import templates
+    from labkit.templates.load import read_source
+
+    text, _ = read_source(path)
+    try:
+        return templates.set_ids(text, executable=cfg.executable, scenario=cfg.scenario)
+    except templates.TemplateError:
+        return text
+
+
 def _cmd_template_lint(args: argparse.Namespace, cfg: Config) -> int:
     from labkit import templates
     from labkit.state import State
 
     values = _template_pairs(args.set, "--set")
     context = None
+    source: Path | str = args.file
     if args.lab_state:
+        source = _as_published(args.file, cfg)
         # The file as `publish` would name it in the synced folder is this template, not a clash.
         context = templates.LintContext.from_state(
             cfg,
@@ -41,7 +56,8 @@ def _cmd_template_lint(args: argparse.Namespace, cfg: Config) -> int:
     elif values:
         context = templates.LintContext(parameters=values)
     # A missing file is a user error (exit 2); broken YAML is a finding (exit 1).
-    report = templates.lint(args.file, context=context)
+    report = templates.lint(source, context=context)
+    report.source = str(args.file)
     emit(args, report.to_dict(), report.to_text())
     return 0 if report.ok else 1
 
@@ -88,7 +104,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     tpl_lint.add_argument(
         "--lab-state",
         action="store_true",
-        help="also cross-check with the lab state (sizing, downloaded revision, image)",
+        help="also cross-check with the lab state (sizing, downloaded revision, image), "
+        "the ids set to the lab's (LABKIT_EXECUTABLE, LABKIT_SCENARIO) as step 05 publishes it",
     )
     tpl_lint.set_defaults(func=_cmd_template_lint)
     tpl_render = tpl_sub.add_parser(

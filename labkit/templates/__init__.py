@@ -14,13 +14,14 @@ ai.sap.com/v1alpha1", "KServe Spec serving.kserve.io/v1beta1"), Knative's and KS
 Every finding has a rule id (``RULES``) and a message that says how to fix it.
 
 Modules: ``spec`` (the names and limits), ``load``, ``parts`` (placeholders and the parts of a
-template), ``render``, ``values`` (bindings, the lab's values, the step's result), ``publish``
+template), ``render``, ``values`` (bindings, the lab's values with /dev/shm only for tensor
+parallelism, the step's result), ``publish`` (the lab's executable and scenario ids, git)
 and the ``rules`` package (a registry of rules, one module per rule family).
 """
 
 from labkit.templates.load import TemplateError, load, predictor_schema, shipped_template
 from labkit.templates.parts import Placeholder, artifact_names, parameter_names, placeholders
-from labkit.templates.publish import publish, published_executables, set_scenario
+from labkit.templates.publish import publish, published_executables, set_ids, set_scenario
 from labkit.templates.render import Rendered, render
 from labkit.templates.rules import (
     RULES,
@@ -68,6 +69,7 @@ from labkit.templates.values import (
     parameter_table,
     placeholder_image,
     required_parameters,
+    with_shm,
 )
 
 # Every name here is public: notebooks, the CLI, other modules and tests use ``templates.X``.
@@ -124,6 +126,8 @@ __all__ = [
     "published_executables",
     "render",
     "required_parameters",
+    "set_ids",
     "set_scenario",
     "shipped_template",
+    "with_shm",
 ]

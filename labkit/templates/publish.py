@@ -1,42 +1,103 @@
-"""Editing and publishing: set the scenario id in the template text, commit the template into
-the git repository AI Core syncs (never pushing), and list the executables already there.
+"""Editing and publishing: set the executable and scenario ids in the template text, commit the
+template into the git repository AI Core syncs (never pushing), and list the executables already
+there.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from labkit.templates.load import TemplateError, load
 from labkit.templates.parts import get_path
-from labkit.templates.spec import SCENARIO_ID, SCENARIO_ID_LABEL
+from labkit.templates.spec import EXECUTABLE_NAME_ANNOTATION, SCENARIO_ID, SCENARIO_ID_LABEL
+from labkit.util import names
 
 _GIT_TIMEOUT_S = 60
 
 
-def set_scenario(text: str, scenario: str) -> str:
-    """The template text with its scenario id label set to ``scenario`` (the rest untouched)."""
-    if not SCENARIO_ID.fullmatch(scenario):
+def _value_node(root: yaml.Node | None, path: tuple[str, ...]) -> yaml.ScalarNode | None:
+    """The scalar node at ``path`` (mapping keys) in a composed document; None where absent."""
+    node = root
+    for key in path:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        found = [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
+        node = found[-1] if found else None
+    return node if isinstance(node, yaml.ScalarNode) else None
+
+
+def _scalar(value: str, plain: bool) -> str:
+    """``value`` as a YAML scalar: plain where it was plain and reads back as this string."""
+    if plain and yaml.safe_load(value) == value:
+        return value
+    return json.dumps(value)
+
+
+def _set_values(text: str, changes: dict[tuple[str, ...], str]) -> str:
+    """The template text with the scalar at each path set (the rest of the text untouched)."""
+    before = load(text)  # refuse what is not a template (strict YAML, one mapping)
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    spans = []
+    for path, value in changes.items():
+        node = _value_node(root, path)
+        if node is None:
+            raise TemplateError(
+                f"the template has no {'.'.join(path[:-1])} {path[-1]}",
+                f"add {path[-1]} under {'.'.join(path[:-1])}",
+            )
+        spans.append((node.start_mark.index, node.end_mark.index, _scalar(value, not node.style)))
+    out = text
+    for start, end, new in sorted(spans, reverse=True):
+        out = out[:start] + new + out[end:]
+    for path, value in changes.items():
+        target: Any = before
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    try:
+        same = load(out) == before
+    except TemplateError:
+        same = False
+    if not same:  # e.g. an id with an anchor that another value refers to
         raise TemplateError(
-            f"scenario id {scenario!r} is invalid",
-            "use 4-63 letters, digits, '-', '_' or '.', starting and ending alphanumeric",
-        )
-    pattern = re.compile(r"^(\s+" + re.escape(SCENARIO_ID_LABEL) + r":[ \t]*)(.*?)[ \t]*$", re.M)
-    matches = pattern.findall(text)
-    if len(matches) != 1:
-        raise TemplateError(
-            f"the template has {len(matches)} {SCENARIO_ID_LABEL} lines",
-            "keep exactly one, under metadata.labels",
-        )
-    out = pattern.sub(lambda m: m.group(1) + json.dumps(scenario), text)
-    if get_path(load(out), "metadata", "labels", SCENARIO_ID_LABEL) != scenario:
-        raise TemplateError(
-            f"{SCENARIO_ID_LABEL} is not under metadata.labels", "move the label there"
+            "setting the ids changed more than the ids", "write the ids out without anchors"
         )
     return out
+
+
+def set_ids(text: str, *, executable: str | None = None, scenario: str | None = None) -> str:
+    """The template text with the executable id (``metadata.name`` and the annotation
+    executables.ai.sap.com/name) and the scenario id (the label scenarios.ai.sap.com/id) set; the
+    rest untouched. SAP Help, "Serving Templates": metadata.name is the executable id, "unique
+    among all executables available within the SAP AI Core main tenant"."""
+    changes: dict[tuple[str, ...], str] = {}
+    if executable is not None:
+        if not names.is_executable_id(executable):
+            raise TemplateError(
+                f"executable id {executable!r} is invalid",
+                "use 4-64 lowercase letters and digits, hyphens the only separator",
+            )
+        changes[("metadata", "name")] = executable
+        changes[("metadata", "annotations", EXECUTABLE_NAME_ANNOTATION)] = executable
+    if scenario is not None:
+        if not SCENARIO_ID.fullmatch(scenario):
+            raise TemplateError(
+                f"scenario id {scenario!r} is invalid",
+                "use 4-63 letters, digits, '-', '_' or '.', starting and ending alphanumeric",
+            )
+        changes[("metadata", "labels", SCENARIO_ID_LABEL)] = scenario
+    return _set_values(text, changes) if changes else text
+
+
+def set_scenario(text: str, scenario: str) -> str:
+    """The template text with its scenario id label set to ``scenario`` (the rest untouched)."""
+    return set_ids(text, scenario=scenario)
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -83,8 +83,8 @@ FLAG_ALIASES = {
 FP16_UNSUPPORTED_MODEL_TYPES = ("gemma2", "gemma3", "gemma3_text", "glm4")
 
 # AI Core's names (SAP Help: "Serving Templates", "API Schema Spec ai.sap.com/v1alpha1").
-EXECUTABLE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-SCENARIO_ID = re.compile(r"[A-Za-z0-9][-_.A-Za-z0-9]{2,61}[A-Za-z0-9]")
+EXECUTABLE_ID = names.EXECUTABLE_ID
+SCENARIO_ID = names.SCENARIO_ID
 PARAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,256}")
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_]{1,256}")
 SECRET_NAME = names.DOCKER_REGISTRY_SECRET_NAME

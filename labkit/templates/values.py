@@ -1,6 +1,7 @@
 """The values a configuration binds: the bindings AI Core takes (``bindings``), the values the
 lab's steps decided (``lab_values``: plan and vLLM settings from 01, model from 02, URL from 03,
-image from 04), the template's parameters for people to read, and step 05's result.
+image from 04; /dev/shm only for tensor parallelism, ``with_shm``), the template's parameters for
+people to read, and step 05's result.
 """
 
 from __future__ import annotations
@@ -61,6 +62,36 @@ def bindings(
             {"key": k, "artifactId": artifact_ids[k]} for k in arts if k in artifact_ids
         ],
     }
+
+
+# --- tensor parallelism's /dev/shm ---------------------------------------------------------------
+
+# vLLM's tensor-parallel workers share tensors through /dev/shm, which a pod limits to 64 MiB
+# (vLLM docs, "Deploying with Docker": "vLLM uses PyTorch, which uses shared memory to share data
+# between processes under the hood, particularly for tensor parallel inference"). A memory-backed
+# emptyDir lifts that, but its use counts against the pod's memory (infer.s has 10 GB), and SAP
+# documents no volumes for serving templates beyond secret mounts: so it is bound only for more
+# than one GPU. AI Core templates have no conditionals; it replaces {{inputs.parameters.X}} in
+# spec.template.spec, a string, and parses it afterwards (SAP Help, "KServe Spec
+# serving.kserve.io/v1beta1": placeholders in the multiline strings are replaced "dynamically";
+# SAP's published templates bind numbers such as `minReplicas: {{inputs.parameters.minReplicas}}`
+# this way: the BYOM infinity template of SAP-samples/btp-generative-ai-hub-use-cases, folder
+# 10-byom-oss-llm-ai-core, re-typed in tests/tenant/templates/infinity.yaml). The values are flow
+# YAML lists without quotes, so they read the same however the text is escaped. Unverified on a
+# tenant: a list (rather than a number or a word) as a parameter's value.
+SHM_VOLUMES = "[{name: shm, emptyDir: {medium: Memory, sizeLimit: 8Gi}}]"
+SHM_VOLUME_MOUNTS = "[{name: shm, mountPath: /dev/shm}]"
+SHM_PARAMETERS = ("volumes", "volumeMounts")
+
+
+def with_shm(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` with the /dev/shm bindings when numGpus is above 1, and without them otherwise
+    (the template's default: no volume)."""
+    out = {k: v for k, v in values.items() if k not in SHM_PARAMETERS}
+    gpus = str(values.get("numGpus", "1")).strip()
+    if gpus.isdigit() and int(gpus) > 1:
+        out.update(volumes=SHM_VOLUMES, volumeMounts=SHM_VOLUME_MOUNTS)
+    return out
 
 
 # --- the lab's values and the step's result ----------------------------------------------------
@@ -203,6 +234,7 @@ def lab_values(
         "gpuMemoryUtilization": str(size.get("gpu_memory_utilization") or "0.9"),
         "args": args,
     }
+    values = with_shm(values)
     warning = plan_availability(
         plan.name,
         public=plan.public,

@@ -1,7 +1,7 @@
 """KServe's and Knative's rules for the rendered predictor: the InferenceServiceSpec schema
 (``kserve_predictor.schema.json``), the kserve-container and its image, one port that Knative
 does not reserve, replicas, pull secrets, env names Knative or vLLM reserve, the model artifact
-at STORAGE_URI and /mnt/models, and a memory-backed /dev/shm for tensor parallelism.
+at STORAGE_URI and /mnt/models, and a memory-backed /dev/shm when tensor parallelism is on.
 """
 
 from __future__ import annotations
@@ -265,9 +265,16 @@ def has_memory_shm(predictor: Mapping[str, Any], container: Mapping[str, Any]) -
     )
 
 
+# vLLM docs, "Deploying with Docker": "vLLM uses PyTorch, which uses shared memory to share data
+# between processes under the hood, particularly for tensor parallel inference"; a pod's /dev/shm
+# is 64 MiB unless an emptyDir with medium Memory is mounted there (Kubernetes docs, Volumes:
+# emptyDir). Only tensor parallelism needs it, and it counts against the pod's memory.
+VLLM_SHM = 'vLLM docs, "Deploying with Docker" (shared memory for tensor parallel inference)'
+
+
 @check(
     "container",
-    rule("dev-shm", WARNING, "tensor parallelism has a memory-backed /dev/shm"),
+    rule("dev-shm", WARNING, "tensor parallelism has a memory-backed /dev/shm", cite=VLLM_SHM),
 )
 def dev_shm(lt: Linter) -> None:
     shards = lt.env.get("NUM_SHARD")
@@ -279,5 +286,6 @@ def dev_shm(lt: Linter) -> None:
             "dev-shm",
             "NUM_SHARD may exceed 1 but /dev/shm is not memory-backed: mount an emptyDir "
             "with medium: Memory at /dev/shm (tensor-parallel workers exchange tensors "
-            "there; the pod default is 64 MiB)",
+            "there; the pod default is 64 MiB); in the lab's template bind volumes and "
+            "volumeMounts, as step 05 does when numGpus > 1",
         )
