@@ -129,14 +129,16 @@ def _open(
         bench.open_bench(
             cfg,
             state,
-            num_requests=args.requests,
-            seed=args.seed,
-            max_output_tokens=args.max_output_tokens or None,
-            max_prompt_tokens=args.max_prompt_tokens,
+            bench.Plan(
+                requests=args.requests,
+                max_output_tokens=args.max_output_tokens,
+                max_prompt_tokens=args.max_prompt_tokens,
+                seed=args.seed,
+                dtype=args.dtype,
+            ),
             base_url=base_url,
             direct_url=args.direct_url,
             model_dir=args.model_dir,
-            dtype=args.dtype,
             out_dir=out,
             progress=sys.stderr.isatty(),
         )

@@ -304,21 +304,18 @@ def parse_ints(text: str, what: str = "concurrencies") -> list[int]:
 def open_bench(
     cfg: Config,
     state: State,
+    plan: Plan | None = None,
     *,
-    num_requests: int,
-    seed: int = 0,
-    max_output_tokens: int | None = None,
-    max_prompt_tokens: int = MAX_PROMPT_TOKENS,
     base_url: str = "",
     direct_url: str = "",
     model_dir: str = "",
-    dtype: str = "float32",
     out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Bench:
     """The notebook's session: the deployment of step 06 (or ``base_url``), the server behind it
     (``direct_url``, or the local AI Core's predictor), the model folder of step 02 (or
-    ``model_dir``, or the local default model), and the seeded workload."""
+    ``model_dir``, or the local default model), and the plan's seeded workload."""
+    plan = plan or Plan()
     notes: list[str] = []
     if base_url:
         deployment = None
@@ -347,14 +344,14 @@ def open_bench(
     bench = Bench.open(
         folder,
         out_dir or cfg.lab_dir / "benchmark",
-        num_requests=num_requests,
-        seed=seed,
-        max_output_tokens=max_output_tokens,
-        max_prompt_tokens=max_prompt_tokens,
+        num_requests=plan.requests,
+        seed=plan.seed,
+        max_output_tokens=plan.max_output_tokens or None,
+        max_prompt_tokens=plan.max_prompt_tokens,
         model_name=model_name,
         deployment=deployment,
         direct=direct,
-        dtype=dtype,
+        dtype=plan.dtype,
         progress=progress,
     )
     bench.notes.extend(notes)

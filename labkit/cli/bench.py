@@ -43,14 +43,10 @@ def _cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
     with bench.open_bench(
         cfg,
         state,
-        num_requests=plan.requests,
-        seed=plan.seed,
-        max_output_tokens=plan.max_output_tokens or None,
-        max_prompt_tokens=plan.max_prompt_tokens,
+        plan,
         base_url=args.url,
         direct_url=args.direct_url,
         model_dir=args.model_dir,
-        dtype=plan.dtype,
         out_dir=args.out,
         progress=sys.stderr.isatty(),
     ) as b:
