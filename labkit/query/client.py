@@ -5,6 +5,7 @@ with errors turned into one-line QueryErrors, and ``connect`` for the lab's depl
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -135,6 +136,8 @@ class Client:
         import openai
 
         self.base_url = _check_url(base_url)
+        if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):  # NaN fails too
+            raise QueryError(f"timeout {timeout}", "give a number of seconds above 0")
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.auth = TokenAuth(token, clock=clock) if token is not None else None
