@@ -99,10 +99,10 @@ def main() -> int:
         _run_rounds(b, args, ns, concurrencies)
         b.stop()
         proxy = b.compare_proxy(max(concurrencies), rounds=args.proxy_rounds)
-        print(_text(proxy), flush=True)
+        print(proxy.line(), flush=True)
         if not args.no_cross_check:
             check = b.cross_check(max(concurrencies))
-            print(_text(check), flush=True)
+            print(check.line(), flush=True)
         report = b.save()
     _print_report(report, out, started)
     return 0
@@ -129,27 +129,21 @@ def _open(
         bench.open_bench(
             cfg,
             state,
-            num_requests=args.requests,
-            seed=args.seed,
-            max_output_tokens=args.max_output_tokens or None,
-            max_prompt_tokens=args.max_prompt_tokens,
+            bench.Plan(
+                requests=args.requests,
+                max_output_tokens=args.max_output_tokens,
+                max_prompt_tokens=args.max_prompt_tokens,
+                seed=args.seed,
+                dtype=args.dtype,
+            ),
             base_url=base_url,
             direct_url=args.direct_url,
             model_dir=args.model_dir,
-            dtype=args.dtype,
             out_dir=out,
             progress=sys.stderr.isatty(),
         )
     )
-    wl = b.workload.summary()
-    print(
-        f"workload: {wl['requests']} requests, seed {wl['seed']}, prompt tokens "
-        f"{wl['prompt_tokens']['min']}-{wl['prompt_tokens']['max']} "
-        f"(median {wl['prompt_tokens']['median']:.0f}), output tokens "
-        f"{wl['output_tokens']['min']}-{wl['output_tokens']['max']} "
-        f"(median {wl['output_tokens']['median']:.0f})",
-        flush=True,
-    )
+    print(f"workload: {b.workload.line()}", flush=True)
     return b
 
 
@@ -178,42 +172,13 @@ def _run_rounds(
 
 def _print_report(report: bench.BenchReport, out: Path, started: float) -> None:
     print()
-    print(f"machine: {bench.machine_line(report.machine)}; {report.machine['os']}")
-    print(f"model: {report.model}; versions: {report.machine['versions']}")
-    print()
-    print(report.to_markdown())
-    for note in report.notes:
-        print(f"note: {note}")
+    print(report.to_text())
     print(f"\nresults: {out / 'results.json'} (+ throughput.png, latency.png)")
     print(f"total time: {time.monotonic() - started:.0f} s")
 
 
 def _show(tag: str, run: bench.RunResult) -> None:
-    s = run.summary()
-    ttft = "" if s["ttft_p50_s"] is None else f", TTFT p50 {s['ttft_p50_s'] * 1000:.0f} ms"
-    itl = "" if s["itl_p50_s"] is None else f", ITL p50 {s['itl_p50_s'] * 1000:.0f} ms"
-    print(
-        f"{tag} {run.label}, n={run.n}: {s['completed']}/{s['requests']} requests in "
-        f"{s['duration_s']:.1f} s, {s['output_tokens_per_s']:.1f} tok/s, "
-        f"{s['requests_per_min']:.1f} req/min{ttft}{itl}",
-        flush=True,
-    )
-
-
-def _text(item: object) -> str:
-    if isinstance(item, bench.ProxyComparison):
-        return (
-            f"deployment URL vs straight to the server: {item.ratio:.3f}x throughput "
-            f"(budget >= {item.budget}); direct tok/s {item.direct_tok_s}, "
-            f"via deployment {item.deployment_tok_s}"
-        )
-    if isinstance(item, bench.CrossCheck):
-        if not item.ok:
-            return f"vllm bench serve did not run: {item.reason}"
-        return f"vllm bench serve over ours (1.0 = same): {item.ratios()}"
-    if isinstance(item, bench.Skipped):
-        return f"{item.what}: skipped, {item.reason}"
-    return str(item)
+    print(f"{tag} {run.line()}", flush=True)
 
 
 if __name__ == "__main__":

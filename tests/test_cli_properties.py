@@ -159,6 +159,38 @@ COMMANDS: dict[tuple[str, ...], tuple[list, dict]] = {
     ),
     ("local",): ([st.sampled_from(["status", "down", "sideways"])], {}),
 }
+# `labkit query` and `labkit bench`: no deployment is recorded, and every URL is refused at once.
+URLS = st.sampled_from([f"http://{LOCAL}", f"http://127.0.0.1:{CLOSED}/v1", "localhost:1", ""])
+QUERY = {
+    "--stream": None,
+    "--max-tokens": NUMBERS,
+    "--temperature": NUMBERS,
+    "--url": URLS | TEXT,
+    "--model": TEXT,
+    "--timeout": NUMBERS,
+}
+for kind, extra in (
+    ("chat", {"--system": TEXT}),
+    ("complete", {"--n": NUMBERS}),
+    ("generate", {"--n": NUMBERS, "--beam-search": None}),
+):
+    COMMANDS[("query", kind)] = ([TEXT | st.just("-")], {**QUERY, **extra})
+BENCH_NUMBERS = ("requests", "max-output-tokens", "max-prompt-tokens", "seed", "parallel-n",
+                 "hf-requests", "hf-batch", "proxy-rounds")  # fmt: skip
+COMMANDS[("bench",)] = (
+    [],
+    {
+        **{f"--{name}": NUMBERS for name in BENCH_NUMBERS},
+        "--concurrencies": TEXT | st.sampled_from(["1,4,8", "0", "1,,2"]),
+        "--engines": TEXT | st.sampled_from(["server", "offline,hf", "gpu"]),
+        "--no-cross-check": None,
+        "--dtype": TEXT,
+        "--url": URLS | TEXT,
+        "--direct-url": URLS,
+        "--model-dir": PATHS,
+        "--out": PATHS,
+    },
+)
 
 
 @st.composite
@@ -293,10 +325,13 @@ def check_outcome(argv: list[str], rc: int, out: str, err: str) -> None:
 @example(["deploy", "--set", "oops"])
 @example(["image", "next-tag", "--date", "2024-02-30"])
 @example(["size", "--gpus", "1e309"])
+@example(["query", "chat", "hi", "--timeout", "nan", "--url", f"http://{LOCAL}"])
+@example(["query", "generate", "-", "--n", "2", "--stream"])
+@example(["bench", "--concurrencies", "1,,2", "--url", f"http://{LOCAL}"])
 def test_every_command_exits_cleanly(cli_env, capsys, argv):
     rc, out, err = run_cli(argv, capsys)
     check_outcome(argv, rc, out, err)
-    words = " ".join(argv[:2] if argv[0] in ("image", "template", "package") else argv[:1])
+    words = " ".join(argv[:2] if argv[0] in ("image", "template", "package", "query") else argv[:1])
     event(f"{words}: {'usage error' if err.startswith('usage:') else f'exit {rc}'}")
 
 

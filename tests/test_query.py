@@ -6,26 +6,21 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
 import httpx
 import pytest
+from runtime_server import runtime_server
 
 from labkit import query
 from labkit.config import DEFAULT_MODEL_ID
 from labkit.errors import LabError, StepError
 from labkit.state import State
-from labkit.util import net, procs
+from labkit.util import net
 
-ROOT = Path(__file__).resolve().parents[1]
-ENTRYPOINT = ROOT / "runtime" / "entrypoint.py"
 PROMPT = "San Francisco is a"
 
 
@@ -69,45 +64,9 @@ class Provider:
 @pytest.fixture(scope="module")
 def server(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The lab's runtime serving the default model, eager, with API keys TOKEN_A and TOKEN_B."""
-    port = net.free_port()
-    scratch = Path(tempfile.mkdtemp(prefix="q-", dir="/tmp"))  # short IPC socket paths
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = {
-        **os.environ,
-        "TMPDIR": str(scratch),
-        "MODELS_DIR": str(default_model),
-        "MODEL_SERVE_NAME": DEFAULT_MODEL_ID,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "ENFORCE_EAGER": "true",
-        "MAX_MODEL_LEN": "2048",
-        "ARG": f"--api-key {TOKEN_A} {TOKEN_B}",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-    }
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(ENTRYPOINT)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        started = time.monotonic()
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "server exited:\n" + log_path.read_text()[-4000:]
-            assert time.monotonic() - started < 400, "no /health:\n" + log_path.read_text()[-4000:]
-            time.sleep(1)
+    with runtime_server(default_model, log_path, arg=f"--api-key {TOKEN_A} {TOKEN_B}") as base:
         yield base
-    finally:
-        procs.stop_group(proc.pid, proc=proc)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -301,11 +260,11 @@ def test_connect_uses_base_url_or_the_deployment_of_step_06(lab_env: Path) -> No
         assert c.base_url == "http://127.0.0.1:8000" and c.auth is None
     with pytest.raises(StepError) as exc:
         query.connect(cfg, state)
-    assert_one_line(exc.value, "'deploy'", "06_deploy.ipynb")
+    assert_one_line(exc.value, "no deployment recorded", "06_deploy.ipynb", "--url")
     state.record("deploy", {"deployment_id": "d123", "status": "PENDING", "deployment_url": ""})
     with pytest.raises(query.QueryError) as exc:
         query.connect(cfg, state)
-    assert_one_line(exc.value, "d123 has no URL yet", "BASE_URL")
+    assert_one_line(exc.value, "d123 has no URL yet", "BASE_URL", "--url")
 
 
 def test_a_bad_base_url_is_one_line() -> None:

@@ -18,7 +18,8 @@ The package: ``workload`` (the prompt set and its sampling), ``metrics`` (record
 table), ``server`` (the server over HTTP, and a vLLM server of our own), ``engines`` and
 ``worker`` (the engine workers, caller and child), ``proxy`` (deployment URL vs the server),
 ``crosscheck`` (``vllm bench serve``), ``report`` and ``plots`` (results file, tables, figures),
-``session`` (the whole benchmark, as the notebook and the script run it).
+``plan`` (what step 08 runs, with the notebook's defaults), ``session`` (the whole benchmark, as
+the notebook, ``labkit bench`` and the script run it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from labkit.bench.engines import (
     run_offline,
 )
 from labkit.bench.metrics import RequestRecord, RunResult, RunTable, gaps, percentile
+from labkit.bench.plan import ENGINES, Plan, parse_engines
 from labkit.bench.plots import Plot, plot_latency, plot_throughput
 from labkit.bench.proxy import PROXY_BUDGET, ProxyComparison, compare_proxy
 from labkit.bench.report import (
@@ -79,6 +81,7 @@ from labkit.engine import worker_env
 from labkit.util.net import free_port
 
 __all__ = [
+    "ENGINES",
     "LAUNCH_POST",
     "LAUNCH_POST_URL",
     "LOCAL_HOSTS",
@@ -96,6 +99,7 @@ __all__ = [
     "BenchReport",
     "CrossCheck",
     "LaunchPostTable",
+    "Plan",
     "Plot",
     "Prompt",
     "ProxyComparison",
@@ -124,6 +128,7 @@ __all__ = [
     "machine",
     "machine_line",
     "open_bench",
+    "parse_engines",
     "parse_ints",
     "percentile",
     "plot_latency",

@@ -67,6 +67,12 @@ class CrossCheck:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def line(self) -> str:
+        """One line for a terminal."""
+        if not self.ok:
+            return f"vllm bench serve did not run: {self.reason}"
+        return f"vllm bench serve over ours (1.0 = same): {self.ratios()}"
+
     def _repr_html_(self) -> str:
         if not self.ok:
             return f"<div><b>vllm bench serve did not run</b>: {esc(self.reason)}</div>"

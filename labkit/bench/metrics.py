@@ -149,6 +149,17 @@ class RunResult:
         """Everything, records included, as JSON-ready data."""
         return {**asdict(self), "summary": self.summary()}
 
+    def line(self) -> str:
+        """One line for a terminal: requests, time, throughput and the median latencies."""
+        s = self.summary()
+        ttft = "" if s["ttft_p50_s"] is None else f", TTFT p50 {s['ttft_p50_s'] * 1000:.0f} ms"
+        itl = "" if s["itl_p50_s"] is None else f", ITL p50 {s['itl_p50_s'] * 1000:.0f} ms"
+        return (
+            f"{self.label}, n={self.n}: {s['completed']}/{s['requests']} requests in "
+            f"{s['duration_s']:.1f} s, {s['output_tokens_per_s']:.1f} tok/s, "
+            f"{s['requests_per_min']:.1f} req/min{ttft}{itl}"
+        )
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
         """The inverse of to_dict."""

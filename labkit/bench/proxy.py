@@ -48,6 +48,14 @@ class ProxyComparison:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def line(self) -> str:
+        """One line for a terminal."""
+        return (
+            f"deployment URL vs straight to the server: {self.ratio:.3f}x throughput "
+            f"(budget >= {self.budget}); direct tok/s {self.direct_tok_s}, "
+            f"via deployment {self.deployment_tok_s}"
+        )
+
     def _repr_html_(self) -> str:
         colour = "#1a7f37" if self.within_budget else "#cf222e"
         verdict = "within" if self.within_budget else "over"

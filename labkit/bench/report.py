@@ -272,6 +272,17 @@ class BenchReport:
             )
         return "\n".join([*lines, "", self.launch_post_table().to_markdown(), "", *extra]).strip()
 
+    def to_text(self) -> str:
+        """The machine, the model, the tables and the notes, for a terminal."""
+        lines = [
+            f"machine: {machine_line(self.machine)}; {self.machine.get('os')}",
+            f"model: {self.model}; versions: {self.machine.get('versions')}",
+            "",
+            self.to_markdown(),
+            *(f"note: {note}" for note in self.notes),
+        ]
+        return "\n".join(lines)
+
     def launch_post_table(self) -> LaunchPostTable:
         """Our ratios beside the launch post's, as a table that shows itself."""
         return LaunchPostTable(self.ratios(), self.machine, self.model)

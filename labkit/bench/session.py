@@ -4,7 +4,7 @@ engines (started on first use) and the results, and the notebook's way to open o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 from labkit.bench.crosscheck import CrossCheck, vllm_bench_serve
 from labkit.bench.engines import Worker, engine_threads, run_hf, run_offline
 from labkit.bench.metrics import RunResult, RunTable
+from labkit.bench.plan import Plan
 from labkit.bench.proxy import ProxyComparison, compare_proxy
 from labkit.bench.report import BenchReport, machine
 from labkit.bench.server import (
@@ -35,6 +36,10 @@ class Skipped:
     what: str
     reason: str
 
+    def line(self) -> str:
+        """One line for a terminal."""
+        return f"{self.what}: skipped, {self.reason}"
+
     def _repr_html_(self) -> str:
         return f"<div><b>{esc(self.what)}</b>: skipped, {esc(self.reason)}</div>"
 
@@ -57,6 +62,7 @@ class Bench:
         dtype: str = "float32",
         hf_threads: int | None = None,
         progress: bool = True,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.workload = workload
@@ -68,6 +74,7 @@ class Bench:
         self.dtype = dtype
         self.hf_threads = hf_threads or engine_threads()
         self.progress = progress
+        self.log = log  # gets one line per run and comparison as it ends (a terminal's progress)
         self.runs: list[RunResult] = []
         self.proxy: ProxyComparison | None = None
         self.crosscheck: CrossCheck | None = None
@@ -98,7 +105,12 @@ class Bench:
 
     def _keep(self, run: RunResult) -> RunResult:
         self.runs.append(run)
+        self._say(run)
         return run
+
+    def _say(self, item: RunResult | ProxyComparison | CrossCheck | Skipped) -> None:
+        if self.log is not None:
+            self.log(item.line())
 
     def _worker(self, kind: str) -> Worker:
         if kind not in self._workers:
@@ -160,12 +172,16 @@ class Bench:
                 else "needs both the deployment URL and the server behind it"
             )
             self.notes.append(f"proxy comparison skipped: {why}")
-            return Skipped("deployment URL vs straight to the server", why)
+            skipped = Skipped("deployment URL vs straight to the server", why)
+            self._say(skipped)
+            return skipped
         self.proxy, runs = compare_proxy(
             self._target("deployment"), self._target("direct"), self.workload,
             concurrency=concurrency, rounds=rounds, progress=self.progress,
         )  # fmt: skip
-        self.runs.extend(runs)
+        for run in runs:
+            self._keep(run)
+        self._say(self.proxy)
         return self.proxy
 
     def cross_check(self, concurrency: int, via: str | None = None) -> CrossCheck:
@@ -177,7 +193,61 @@ class Bench:
             target, self.workload, concurrency=concurrency, tokenizer=self.model_path,
             out_dir=self.out_dir, ours=ours[-1] if ours else None,
         )  # fmt: skip
+        self._say(self.crosscheck)
         return self.crosscheck
+
+    # step 08's parts, as the notebook's cells and `labkit bench` run them ----------------------
+
+    def offline_runs(self, plan: Plan) -> RunTable:
+        """vLLM offline with each n, on HF's requests and on all of them; then stop its worker."""
+        table = RunTable(
+            self.offline(n=n, requests=count) for n in plan.ns for count in plan.offline_requests
+        )
+        self.stop("vllm")
+        return table
+
+    def server_runs(self, plan: Plan) -> RunTable:
+        """The server at each concurrency, then with parallel sampling at the highest."""
+        table = self.sweep(plan.concurrencies)
+        if plan.parallel_n > 1:
+            table.append(self.server(plan.top, n=plan.parallel_n))
+        return table
+
+    def hf_runs(self, plan: Plan) -> RunTable:
+        """HF one request at a time and in static batches, with each n; then stop its worker."""
+        table = RunTable(
+            self.hf(mode, n=n, requests=plan.hf_requests, batch_size=plan.hf_batch)
+            for n in plan.ns
+            for mode in ("single", "static")
+        )
+        self.stop("hf")
+        return table
+
+    def proxy_run(self, plan: Plan) -> ProxyComparison | Skipped:
+        """Deployment URL vs straight to the server at the highest concurrency (or why not)."""
+        return self.compare_proxy(plan.top, rounds=plan.proxy_rounds)
+
+    def cross_check_run(self, plan: Plan) -> CrossCheck | Skipped:
+        """``vllm bench serve`` at the highest concurrency, unless the plan leaves it out."""
+        if not plan.cross_check:
+            skipped = Skipped("vllm bench serve", "the cross-check is switched off")
+            self._say(skipped)
+            return skipped
+        return self.cross_check(plan.top)
+
+    def run(self, plan: Plan) -> BenchReport:
+        """Every part of step 08 the plan's engines take, in the notebook's order: vLLM offline,
+        the server, HF, then (with the server) the proxy comparison and the cross-check."""
+        if "offline" in plan.engines:
+            self.offline_runs(plan)
+        if "server" in plan.engines:
+            self.server_runs(plan)
+        if "hf" in plan.engines:
+            self.hf_runs(plan)
+        if "server" in plan.engines:
+            self.proxy_run(plan)
+            self.cross_check_run(plan)
+        return self.report()
 
     def report(self) -> BenchReport:
         """Everything measured so far."""
@@ -234,21 +304,18 @@ def parse_ints(text: str, what: str = "concurrencies") -> list[int]:
 def open_bench(
     cfg: Config,
     state: State,
+    plan: Plan | None = None,
     *,
-    num_requests: int,
-    seed: int = 0,
-    max_output_tokens: int | None = None,
-    max_prompt_tokens: int = MAX_PROMPT_TOKENS,
     base_url: str = "",
     direct_url: str = "",
     model_dir: str = "",
-    dtype: str = "float32",
     out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Bench:
     """The notebook's session: the deployment of step 06 (or ``base_url``), the server behind it
     (``direct_url``, or the local AI Core's predictor), the model folder of step 02 (or
-    ``model_dir``, or the local default model), and the seeded workload."""
+    ``model_dir``, or the local default model), and the plan's seeded workload."""
+    plan = plan or Plan()
     notes: list[str] = []
     if base_url:
         deployment = None
@@ -277,14 +344,14 @@ def open_bench(
     bench = Bench.open(
         folder,
         out_dir or cfg.lab_dir / "benchmark",
-        num_requests=num_requests,
-        seed=seed,
-        max_output_tokens=max_output_tokens,
-        max_prompt_tokens=max_prompt_tokens,
+        num_requests=plan.requests,
+        seed=plan.seed,
+        max_output_tokens=plan.max_output_tokens or None,
+        max_prompt_tokens=plan.max_prompt_tokens,
         model_name=model_name,
         deployment=deployment,
         direct=direct,
-        dtype=dtype,
+        dtype=plan.dtype,
         progress=progress,
     )
     bench.notes.extend(notes)

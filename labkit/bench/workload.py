@@ -170,6 +170,16 @@ class Workload:
             ],
         }
 
+    def line(self) -> str:
+        """One line for a terminal: requests, seed, prompt and output lengths."""
+        s = self.summary()
+        p, o = s["prompt_tokens"], s["output_tokens"]
+        return (
+            f"{s['requests']} requests, seed {s['seed']}, prompt tokens {p['min']}-{p['max']} "
+            f"(median {p['median']:.0f}), output tokens {o['min']}-{o['max']} "
+            f"(median {o['median']:.0f})"
+        )
+
     def to_sharegpt(self, path: Path, tokenizer: Any) -> Path:
         """The workload as a ShareGPT file for ``vllm bench serve --dataset-name sharegpt``.
 

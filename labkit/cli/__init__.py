@@ -1,7 +1,7 @@
 """The `labkit` command: each step headless, for people, pipelines and other tools.
 
 One module per command group (``size``, ``download``, ``upload``, ``image``, ``deploy``,
-``template``, ``run``, ``env``), each adding its subparsers; ``app`` assembles them into
+``template``, ``query``, ``bench``, ``run``, ``env``), each adding its subparsers; ``app`` assembles them into
 ``build_parser()`` and runs them in ``main()`` (the ``labkit`` console script).
 
 Contract (docs/architecture.md): with --json a command prints one JSON object on stdout; a user error

@@ -12,13 +12,13 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from labkit import __version__
-from labkit.cli import deploy, download, env, image, run, size, template, upload
+from labkit.cli import bench, deploy, download, env, image, query, run, size, template, upload
 from labkit.cli.common import EXIT_USER_ERROR, common_options
 from labkit.config import Config, load_config
 from labkit.errors import LabError
 
 # In the order `labkit --help` lists them: the steps, then running the lab and its environment.
-GROUPS = (size, download, upload, image, deploy, template, run, env)
+GROUPS = (size, download, upload, image, deploy, template, query, bench, run, env)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,16 +13,19 @@ a short table.
 
 The package: ``common`` (constants, QueryError), ``auth`` (the token cache), ``client`` (the
 client and ``connect``), ``results`` and ``metrics`` (what the notebook shows), ``offline`` (the
-offline batch and its child process), ``chat`` (the chat box), ``record`` (the step's record).
+offline batch and its child process), ``chat`` (the chat box), ``record`` (the step's record),
+``ask`` (one question as ``labkit query`` asks it).
 """
 
 from __future__ import annotations
 
+from labkit.query.ask import KINDS, ask, check_request
 from labkit.query.auth import REFRESH_MARGIN_S, TokenAuth, jwt_expiry
 from labkit.query.chat import ChatBox, chat_box
 from labkit.query.client import ChatStream, Client, connect
 from labkit.query.common import (
     DEFAULT_TIMEOUT_S,
+    MAX_TOKENS,
     OFFLINE_TIMEOUT_S,
     SAMPLE_PROMPTS,
     STATE_KEY,
@@ -36,6 +39,8 @@ from labkit.query.results import Answer, Answers, CurlCommand, Generated, Offlin
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "KINDS",
+    "MAX_TOKENS",
     "OFFLINE_TIMEOUT_S",
     "REFRESH_MARGIN_S",
     "SAMPLE_PROMPTS",
@@ -54,7 +59,9 @@ __all__ = [
     "QueryError",
     "Sample",
     "TokenAuth",
+    "ask",
     "chat_box",
+    "check_request",
     "connect",
     "jwt_expiry",
     "main",

@@ -5,6 +5,7 @@ with errors turned into one-line QueryErrors, and ``connect`` for the lab's depl
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from labkit.config import Config
+from labkit.errors import StepError
 from labkit.query.auth import TokenAuth
 from labkit.query.common import DEFAULT_TIMEOUT_S, SAMPLE_PROMPTS, TOKEN_PLACEHOLDER, QueryError
 from labkit.query.metrics import Metrics
@@ -59,13 +61,17 @@ def _check_url(url: str) -> str:
 
 
 class ChatStream:
-    """A streamed chat answer: iterate for the text as it comes; ``.answer`` once it is done."""
+    """A streamed chat (or, with ``kind="completion"``, text) completion: iterate for the text as
+    it comes; ``.answer`` once it is done."""
 
-    def __init__(self, client: Client, prompt: str, chunks: Any, started: float) -> None:
+    def __init__(
+        self, client: Client, prompt: str, chunks: Any, started: float, kind: str = "chat"
+    ) -> None:
         self._client = client
         self._prompt = prompt
         self._chunks = chunks
         self._started = started
+        self.kind = kind
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -74,14 +80,15 @@ class ChatStream:
         usage = None
         finish = None
         model = self._client.model
-        with self._client._errors("chat (streamed)"):
+        with self._client._errors(f"{self.kind} (streamed)"):
             for chunk in self._chunks:
                 model = chunk.model or model
                 if chunk.usage is not None:
                     usage = chunk.usage
                 for choice in chunk.choices:
                     finish = choice.finish_reason or finish
-                    delta = choice.delta.content or ""
+                    piece = choice.delta.content if self.kind == "chat" else choice.text
+                    delta = piece or ""
                     if delta:
                         if ttft is None:
                             ttft = time.perf_counter() - self._started
@@ -89,7 +96,7 @@ class ChatStream:
                         yield delta
         text = "".join(parts)
         self.answer = Answer(
-            kind="chat",
+            kind=self.kind,
             prompt=self._prompt,
             text=text,
             model=model,
@@ -129,6 +136,8 @@ class Client:
         import openai
 
         self.base_url = _check_url(base_url)
+        if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):  # NaN fails too
+            raise QueryError(f"timeout {timeout}", "give a number of seconds above 0")
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.auth = TokenAuth(token, clock=clock) if token is not None else None
@@ -310,8 +319,10 @@ class Client:
 
     def stream_complete(
         self, prompt: str, *, max_tokens: int = 64, temperature: float = 0.0, **extra: Any
-    ) -> Iterator[str]:
-        """A streamed text completion: the continuation of ``prompt`` piece by piece."""
+    ) -> ChatStream:
+        """A streamed text completion: iterate it for the continuation of ``prompt`` piece by
+        piece; ``.answer`` (with the time to the first token) once it is done."""
+        started = time.perf_counter()
         chunks = self._create(
             "completion (streamed)",
             self.openai.completions.create,
@@ -320,12 +331,9 @@ class Client:
             max_tokens=max_tokens,
             temperature=temperature,
             stream=True,
+            stream_options={"include_usage": True},
         )
-        with self._errors("completion (streamed)"):
-            for chunk in chunks:
-                for choice in chunk.choices:
-                    if choice.text:
-                        yield choice.text
+        return ChatStream(self, prompt, chunks, started, kind="completion")
 
     def batch(
         self,
@@ -478,7 +486,7 @@ class _Translate:
             cause = exc.__cause__ or exc
             raise QueryError(
                 f"{self.what}: cannot reach {url} ({_reason(cause)})",
-                "check the URL (state key 'deploy' or BASE_URL) and that the server is running",
+                "check the URL (state key 'deploy', BASE_URL or --url) and that the server is running",
             ) from None
         if isinstance(exc, openai.APIStatusError):
             raise _status_error(
@@ -568,12 +576,19 @@ def connect(
     or, with ``base_url``, for a plain server that checks no token."""
     if base_url:
         return Client(base_url, model=model, timeout=timeout)
-    deploy = (state or State(cfg.state_file)).require("deploy")
+    deploy = (state or State(cfg.state_file)).get("deploy")
+    if not deploy:  # the notebooks' BASE_URL and the CLI's --url both give a server instead
+        raise StepError(
+            "no deployment recorded (the 'deploy' step has not run)",
+            "run step 06 (notebooks/06_deploy.ipynb or `labkit deploy`), or give a server's "
+            "URL (BASE_URL in the notebooks, --url in the CLI)",
+        )
     url = deploy.get("deployment_url") or ""
     if not url:
         raise QueryError(
             f"deployment {deploy.get('deployment_id', '')} has no URL yet",
-            "wait until it is RUNNING (notebooks/06_deploy.ipynb), or set BASE_URL",
+            "wait until it is RUNNING (notebooks/06_deploy.ipynb, `labkit deploy status`), "
+            "or give a server's URL (BASE_URL, --url)",
         )
     from labkit import aicore
 

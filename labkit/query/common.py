@@ -12,6 +12,7 @@ SAMPLE_PROMPTS = (
     "Explain in one sentence what a KV cache is.",
 )
 TOKEN_PLACEHOLDER = "$TOKEN"
+MAX_TOKENS = 64  # longest answer asked for by default (notebook 07's MAX_TOKENS)
 DEFAULT_TIMEOUT_S = 120.0
 OFFLINE_TIMEOUT_S = 900.0
 

@@ -29,11 +29,15 @@ def _fmt_s(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 4)
+
+
 @dataclass
 class Answer:
     """One answer of the model: its text(s), timing and token counts."""
 
-    kind: str  # chat | completion
+    kind: str  # chat | completion | generate
     prompt: str
     text: str
     model: str
@@ -47,6 +51,33 @@ class Answer:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the lab state."""
         return asdict(self)
+
+    def document(self, url: str) -> dict[str, Any]:
+        """What `labkit query --json` prints: the answer, its usage and timings (docs/architecture.md)."""
+        return {
+            "kind": self.kind,
+            "url": url,
+            "model": self.model,
+            "prompt": self.prompt,
+            "answer": self.text,
+            "choices": list(self.choices or [self.text]),
+            "finish_reason": self.finish_reason,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+            },
+            "timings": {"seconds": round(self.seconds, 4), "ttft_s": _round(self.ttft_s)},
+        }
+
+    def timing_line(self) -> str:
+        """One line on the model, the tokens and the time taken."""
+        parts = [f"{self.kind} by {self.model or 'the server'}"]
+        if self.completion_tokens is not None:
+            parts.append(f"{self.completion_tokens} tokens")
+        parts.append(f"in {_fmt_s(self.seconds)}")
+        if self.ttft_s is not None:
+            parts.append(f"(first token after {_fmt_s(self.ttft_s)})")
+        return " ".join(parts)
 
     def _repr_html_(self) -> str:
         rows = [
