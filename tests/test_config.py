@@ -98,3 +98,19 @@ def test_hub_endpoint_per_profile(monkeypatch):
     assert load_config(profile="local", hub_port=9999).hub_endpoint == "http://127.0.0.1:9999"
     assert load_config(profile="aicore").hub_endpoint == "https://hub.example"
     assert load_config(profile="aicore", hf_endpoint="https://x/").hub_endpoint == "https://x"
+
+
+def test_unset_endpoints_show_where_the_steps_really_go(monkeypatch):
+    from labkit import envcheck
+
+    monkeypatch.delenv("LABKIT_S3_ENDPOINT_URL", raising=False)
+    local = load_config(profile="local", s3_port=9123)
+    page = local._repr_html_()
+    assert "unset: http://127.0.0.1:9123" in page and "None: AWS" not in page
+    plan = {p.notebook: p.uses for p in envcheck.step_plan(local)}
+    assert plan["03_upload_to_s3"].endswith("via http://127.0.0.1:9123")
+    tenant = load_config(profile="aicore")
+    assert {p.notebook: p.uses for p in envcheck.step_plan(tenant)}["03_upload_to_s3"].endswith(
+        "via AWS S3"
+    )
+    assert "unset: AWS S3" in tenant._repr_html_()
