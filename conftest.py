@@ -48,6 +48,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(config._labkit_lab_run, "labkit-lab-run")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # The run folder (executed notebooks, report, the browser test's screenshots) outlives a
+    # failing session in the checkout's .lab/test-runs/ (gitignored); the test lab dir does not.
+    lab_dir = getattr(session.config, "_labkit_lab_dir", None)
+    runs = Path(lab_dir) / "runs" if lab_dir else None
+    if exitstatus and session.testsfailed and runs and runs.is_dir() and any(runs.iterdir()):
+        kept = ROOT / ".lab" / "test-runs" / time.strftime("%Y%m%d-%H%M%S")
+        shutil.copytree(runs, kept, dirs_exist_ok=True)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"the failing run's folder is kept in {kept}")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     lab_dir = getattr(config, "_labkit_lab_dir", None)
     if lab_dir:
@@ -84,6 +97,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         last = rest.index(lab_cells[-1])
         items[:] = rest[: last + 1] + after + rest[last + 1 :]
         config._labkit_lab_run.expect({_notebook_name(i) for i in lab_cells})
+        _place_after_notebooks(items, lab_cells)
+
+
+def _place_after_notebooks(items: list[pytest.Item], lab_cells: list[pytest.Item]) -> None:
+    """``@pytest.mark.after_notebook("07_query.ipynb")``: right after that notebook's last cell
+    in nbval's run of the lab, so the test sees what the lab has made by then (the running
+    deployment of step 06, before 99_cleanup deletes it)."""
+    movers: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        if marker := item.get_closest_marker("after_notebook"):
+            movers.setdefault(marker.args[0], []).append(item)
+    for name, moving in movers.items():
+        cells = [c for c in lab_cells if _notebook_name(c) == name]
+        if cells:
+            items[:] = [i for i in items if i not in moving]
+            at = items.index(cells[-1]) + 1
+            items[at:at] = moving
 
 
 class LabRun:

@@ -142,12 +142,14 @@ class SizingForm:
             self.note.value = "<small>the last good sizing stays the result</small>"
             return
         self.report, self.error, self._exception = report, None, None
+        recorded = self.state is not None and not self._first
+        if recorded:  # before the verdict shows it: what the form shows is what is recorded
+            self.state.record(SIZE_KEY, report)
         self.verdict.value = verdict_html(report)
         # vLLM's CPU backend has a fixed KV cache and no GPU memory to take a share of.
         cpu = report.device == "cpu"
         self.fields["gpu_memory_utilization"].layout.display = "none" if cpu else None
-        if self.state is not None and not self._first:
-            self.state.record(SIZE_KEY, report)
+        if recorded:
             self.note.value = (
                 f"<small class='labkit-recorded'>recorded as step 01's result: steps 05 and 06 "
                 f"use plan <b>{escape(report.plan or 'custom')}</b> and these vLLM arguments; run "
