@@ -27,11 +27,13 @@ STAMP := $(VENV)/.installed-$(TARGET)
 
 venv: $(STAMP)
 
-# The image step's system programs (Debian packages): as root with apt-get, installed once
-# (skipped when all are there); otherwise the line to run is printed and the lab goes on without
-# them (`labkit local status` and the image step say what is missing). Under systemd, Debian's
-# docker-registry starts a registry of its own on :5000, the local registry's port: stopped.
-SYSTEM_PACKAGES ?= buildah skopeo docker-registry debootstrap
+# The image step's system programs and the browser test's Chromium (Debian packages): as root
+# with apt-get, installed once (skipped when all are there); otherwise the line to run is printed
+# and the lab goes on without them (`labkit local status` and the image step say what is missing;
+# tests/test_browser.py skips). Playwright drives Debian's chromium: it cannot download its own
+# browsers here. Under systemd, Debian's docker-registry starts a registry of its own on :5000,
+# the local registry's port: stopped.
+SYSTEM_PACKAGES ?= buildah skopeo docker-registry debootstrap chromium
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parent
 
 # Fixtures (tests/conftest.py) that need the default model, a local service or vLLM.
 INTEGRATION_FIXTURES = frozenset({"default_model", "local_hub", "default_tarball", "lab_run"})
-# With pytest-xdist (`make test`) the lab's notebooks and this module, whose full-run test reads
-# their execution, are one unit of work: one worker, in lab order. See pytest_xdist_make_scheduler.
-LAB_TESTS = "test_notebooks.py"
+# With pytest-xdist (`make test`) the lab's notebooks and these modules, whose tests read the lab's
+# execution or its deployment, are one unit of work: one worker, in lab order (the browser test
+# right after 07, the full-run test after the last notebook). See pytest_xdist_make_scheduler.
+LAB_TESTS = frozenset({"test_notebooks.py", "test_browser.py"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +50,19 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config._labkit_lab_run = LabRun(lab_dir / "runs" / "nbval")
     config.pluginmanager.register(config._labkit_lab_run, "labkit-lab-run")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # The run folder (executed notebooks, report, the browser test's screenshots) outlives a
+    # failing session in the checkout's .lab/test-runs/ (gitignored); the test lab dir does not.
+    lab_dir = getattr(session.config, "_labkit_lab_dir", None)
+    runs = Path(lab_dir) / "runs" if lab_dir else None
+    if exitstatus and session.testsfailed and runs and runs.is_dir() and any(runs.iterdir()):
+        kept = ROOT / ".lab" / "test-runs" / time.strftime("%Y%m%d-%H%M%S")
+        shutil.copytree(runs, kept, dirs_exist_ok=True)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"the failing run's folder is kept in {kept}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -77,10 +91,12 @@ def pytest_itemcollected(item: pytest.Item) -> None:
             item.add_marker(mark)
     elif INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
         item.add_marker("integration")
-    if item.get_closest_marker("after_lab_run") and item.path.name != LAB_TESTS:
+    if (
+        item.get_closest_marker("after_lab_run") or item.get_closest_marker("after_notebook")
+    ) and item.path.name not in LAB_TESTS:
         raise pytest.UsageError(
-            f"{item.nodeid} reads the lab's execution: move it to tests/{LAB_TESTS}, which runs "
-            "on the lab's test worker"
+            f"{item.nodeid} reads the lab's execution: move it to one of the modules that run on "
+            f"the lab's test worker ({', '.join(sorted(LAB_TESTS))}) or add its module there"
         )
 
 
@@ -94,13 +110,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         last = rest.index(lab_cells[-1])
         items[:] = rest[: last + 1] + after + rest[last + 1 :]
         config._labkit_lab_run.expect({_notebook_name(i) for i in lab_cells})
+        _place_after_notebooks(items, lab_cells)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items[:] = _longest_first(items)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`--dist loadscope` with the lab as one scope: xdist hands out whole modules (a notebook's
-    cells share one kernel), and the lab's notebooks plus tests/test_notebooks.py go to one worker
+    cells share one kernel), and the lab's notebooks plus the LAB_TESTS modules go to one worker
     in collection order. (xdist's own `loadgroup` marks cannot do this under pytest 9, which no
     longer reads the node id xdist rewrites; the scheduler sees node ids only, hence the paths.)"""
     if config.getvalue("dist") != "loadscope":
@@ -112,7 +129,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class LabFirst(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = Path(nodeid.split("::", 1)[0])
-            if path.name == LAB_TESTS or NOTEBOOK_NAME.match(path.name):
+            if path.name in LAB_TESTS or NOTEBOOK_NAME.match(path.name):
                 return "lab"
             return super()._split_scope(nodeid)
 
@@ -126,11 +143,27 @@ def _longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
     heavy = {i.path for i in items if i.get_closest_marker("integration")}
 
     def rank(item: pytest.Item) -> int:
-        if _is_lab_cell(item) or item.path.name == LAB_TESTS:
+        if _is_lab_cell(item) or item.path.name in LAB_TESTS:
             return 0
         return 1 if item.path in heavy else 2
 
     return sorted(items, key=rank)
+
+
+def _place_after_notebooks(items: list[pytest.Item], lab_cells: list[pytest.Item]) -> None:
+    """``@pytest.mark.after_notebook("07_query.ipynb")``: right after that notebook's last cell
+    in nbval's run of the lab, so the test sees what the lab has made by then (the running
+    deployment of step 06, before 99_cleanup deletes it)."""
+    movers: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        if marker := item.get_closest_marker("after_notebook"):
+            movers.setdefault(marker.args[0], []).append(item)
+    for name, moving in movers.items():
+        cells = [c for c in lab_cells if _notebook_name(c) == name]
+        if cells:
+            items[:] = [i for i in items if i not in moving]
+            at = items.index(cells[-1]) + 1
+            items[at:at] = moving
 
 
 class LabRun:

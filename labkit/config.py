@@ -87,7 +87,9 @@ class Config(BaseSettings):
     revision: str = Field("main", description="branch, tag or commit to pin")
     resource_plan: str | None = Field(None, description="AI Core resource plan to size for")
     bucket: str = Field("labkit-models", description="S3 bucket for model tarballs")
-    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (None: AWS)")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint (unset: the local S3 in the local profile, else AWS)"
+    )
     registry: str = Field("localhost:5000", description="image registry host[:port]")
     image_repository: str = Field("labkit", description="repository path in the registry")
     registry_port: int = Field(
@@ -344,11 +346,24 @@ class Config(BaseSettings):
             out[name] = value
         return out
 
+    def effective(self) -> dict[str, str]:
+        """What an unset setting with a profile-dependent default comes to here."""
+        return {
+            "s3_endpoint_url": self.s3_endpoint or "AWS S3 (by region)",
+            "hf_endpoint": self.hub_endpoint,
+            "resource_plan": "the smallest plan that fits",
+        }
+
     def _repr_html_(self) -> str:
+        effective = self.effective()
         rows = [
             [
                 f"<code>{escape(k)}</code>",
-                escape(str(v) if v is not None else ""),
+                escape(str(v))
+                if v is not None
+                else f"<i>unset: {escape(effective[k])}</i>"
+                if k in effective
+                else "",
                 escape(type(self).model_fields[k].description or ""),
             ]
             for k, v in self.public().items()
@@ -357,8 +372,11 @@ class Config(BaseSettings):
 
 
 def load_config(**params: Any) -> Config:
-    """Build the configuration: ``params`` win over LABKIT_* variables, which win over .env."""
-    params = {k: v for k, v in params.items() if v is not None}
+    """Build the configuration: ``params`` win over LABKIT_* variables, which win over .env.
+
+    A parameter that is None or empty ("", a notebook parameter's literal default) is unset: the
+    variable, the .env line or the default applies, as for an empty ``LABKIT_*`` variable."""
+    params = {k: v for k, v in params.items() if v is not None and v != ""}
     root = Path(params["root"]) if "root" in params else find_root()
     try:
         return Config(_env_file=root / ".env", **params)

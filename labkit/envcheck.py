@@ -46,14 +46,14 @@ class EnvReport:
     def _repr_html_(self) -> str:
         rows = [
             [
-                "✅" if c.ok else "❌",
+                html.mark(c.ok, "ok", "missing"),
                 escape(c.name),
                 f"<code>{escape(c.value)}</code>",
                 escape(c.advice),
             ]
             for c in self.checks
         ]
-        return html.table(["", "check", "found", "advice"], rows)
+        return html.table(["status", "check", "found", "advice"], rows)
 
 
 def _dist_version(name: str) -> str | None:
@@ -166,7 +166,8 @@ class StepPlan:
 
 def step_plan(cfg: Config) -> list[StepPlan]:
     """What each later step will use, read off the configuration."""
-    s3 = cfg.s3_endpoint_url or "AWS S3"
+    # The endpoint the upload really uses: the local S3 in the local profile, unless one is set.
+    s3 = cfg.s3_endpoint or "AWS S3"
     return [
         StepPlan(
             "01_size_model",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,15 +44,18 @@ class State:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._steps: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            try:
-                self._steps = json.loads(self.path.read_text()).get("steps", {})
-            except (json.JSONDecodeError, AttributeError):
-                raise StepError(
-                    f"the lab state {self.path} is not valid JSON",
-                    "move it away; the next run of each step records its result again",
-                ) from None
+        self._steps: dict[str, dict[str, Any]] = self._read()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        try:
+            return json.loads(self.path.read_text()).get("steps", {})
+        except (json.JSONDecodeError, AttributeError):
+            raise StepError(
+                f"the lab state {self.path} is not valid JSON",
+                "move it away; the next run of each step records its result again",
+            ) from None
 
     def get(self, step: str) -> dict[str, Any] | None:
         """The recorded result of ``step``, or None."""
@@ -70,6 +75,9 @@ class State:
     def record(self, step: str, result: Any) -> dict[str, Any]:
         """Store ``result`` as the step's outcome and write the file; returns the stored data."""
         data = to_data(result)
+        # What other kernels recorded since this one opened the lab (a form in 01 records long
+        # after 02 may have run elsewhere) is kept, not overwritten with this kernel's old copy.
+        self._steps = self._read()
         self._steps[step] = {
             "result": data,
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -79,6 +87,7 @@ class State:
 
     def forget(self, step: str) -> None:
         """Drop a step's result (e.g. after cleanup deleted what it made)."""
+        self._steps = self._read()
         if self._steps.pop(step, None) is not None:
             self._write()
 
@@ -91,6 +100,22 @@ class State:
 
 
 def open_lab(**params: Any) -> tuple[Config, State]:
-    """The one call a notebook's Setup makes: configuration (``params`` win) and the lab state."""
+    """The one call a notebook's Setup makes: configuration (``params`` win) and the lab state.
+
+    The profile: the ``profile`` parameter where a notebook declares one (00_setup, which
+    records its choice); else LABKIT_PROFILE set in this process's environment (`labkit run
+    --profile`, CI); else the profile 00_setup recorded; else .env's LABKIT_PROFILE or local."""
     cfg = load_config(**params)
+    state = State(cfg.state_file)
+    chosen = (state.get("setup") or {}).get("profile")
+    if "profile" in params or not chosen or chosen == cfg.profile:
+        return cfg, state
+    if os.environ.get("LABKIT_PROFILE"):
+        warnings.warn(
+            f"00_setup chose the {chosen} profile, but LABKIT_PROFILE={cfg.profile} in the "
+            "environment wins here; unset it or run 00_setup again",
+            stacklevel=2,
+        )
+        return cfg, state
+    cfg = load_config(**{**params, "profile": chosen})
     return cfg, State(cfg.state_file)

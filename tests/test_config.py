@@ -119,3 +119,19 @@ def test_executable_and_scenario_default_to_a_per_user_id(monkeypatch):
         with pytest.raises(ConfigError, match=f"invalid setting {name}") as exc:
             load_config(**{name: bad})
         assert "\n" not in str(exc.value) and f"LABKIT_{name.upper()}" in str(exc.value)
+
+
+def test_unset_endpoints_show_where_the_steps_really_go(monkeypatch):
+    from labkit import envcheck
+
+    monkeypatch.delenv("LABKIT_S3_ENDPOINT_URL", raising=False)
+    local = load_config(profile="local", s3_port=9123)
+    page = local._repr_html_()
+    assert "unset: http://127.0.0.1:9123" in page and "None: AWS" not in page
+    plan = {p.notebook: p.uses for p in envcheck.step_plan(local)}
+    assert plan["03_upload_to_s3"].endswith("via http://127.0.0.1:9123")
+    tenant = load_config(profile="aicore")
+    assert {p.notebook: p.uses for p in envcheck.step_plan(tenant)}["03_upload_to_s3"].endswith(
+        "via AWS S3"
+    )
+    assert "unset: AWS S3" in tenant._repr_html_()

@@ -88,3 +88,38 @@ def test_parameters_are_typed_commented_literals(path):
     seen = set(papermill.inspect_notebook(str(path)))
     declared = {node.target.id for node in ast.parse(source).body}
     assert seen == declared, f"papermill cannot parse: {sorted(declared - seen)}"
+
+
+LAUNCH_POST = "https://blog.vllm.ai/2023/06/20/vllm.html"
+REFERENCES = (LAUNCH_POST, "https://docs.vllm.ai", "https://help.sap.com/docs/sap-ai-core")
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_whats_next_is_a_link_and_the_notebook_ends_with_references(path):
+    last = "".join(json.loads(path.read_text())["cells"][-1]["source"])
+    upcoming = last.split("### What's next", 1)[1].split("###", 1)[0]
+    assert re.search(r"\[[^\]]+\.ipynb\]\([^)]+\.ipynb\)", upcoming), (
+        f"{path.name}: link the next notebook, [NN_name.ipynb](NN_name.ipynb)"
+    )
+    references = last.split("### Resources and references", 1)
+    assert len(references) == 2, f"{path.name} ends without '### Resources and references'"
+    for url in REFERENCES:
+        assert f"]({url})" in references[1], f"{path.name}: link {url}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_a_notebook_opens_unmodified(path):
+    # JupyterLab writes the kernel's language_info into the notebook when the kernel starts; one
+    # that differs in any key marks the notebook modified, and closing it then asks to save.
+    from ipykernel.ipkernel import IPythonKernel
+
+    meta = json.loads(path.read_text())["metadata"]
+    assert meta["kernelspec"] == {
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "name": "python3",
+    }
+    assert meta["language_info"] == IPythonKernel.language_info, (
+        f"{path.name}: the kernel reports other language_info (after a Python upgrade, write "
+        "ipykernel.ipkernel.IPythonKernel.language_info into every notebook's metadata)"
+    )

@@ -206,7 +206,8 @@ def test_the_suites_lab_run_is_recorded_as_labkit_run_records_one(tmp_path: Path
     shutil.copy(ROOT / "conftest.py", root / "conftest.py")
     (root / "pyproject.toml").write_text(
         '[tool.pytest.ini_options]\naddopts = "--nbval-lax --nbval-current-env -p no:cacheprovider"\n'
-        'markers = ["notebooks: x", "integration: x", "slow: x", "after_lab_run: x"]\n'
+        'markers = ["notebooks: x", "integration: x", "slow: x", "after_lab_run: x",'
+        ' "after_notebook: x"]\n'
     )
     cells = {"00_say_hello.ipynb": ["print('hello from 00')", "x = 1"],
              "01_fail_step.ipynb": ["print('before')", "raise ValueError('boom')"]}  # fmt: skip
@@ -225,13 +226,20 @@ def test_the_suites_lab_run_is_recorded_as_labkit_run_records_one(tmp_path: Path
         f"    open({str(tmp_path / 'seen.json')!r}, 'w').write(json.dumps(out))\n"
         "    import shutil; shutil.copytree(run.out_dir, "
         f"{str(tmp_path / 'run')!r})\n"
+        "@pytest.mark.after_notebook('00_say_hello.ipynb')\n"
+        "def test_between(request):\n"
+        "    runs = request.config._labkit_lab_run._runs\n"
+        "    done = sorted(n for n, r in runs.items() if 'done' in r)\n"
+        f"    open({str(tmp_path / 'between.json')!r}, 'w').write(json.dumps(done))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "test_notebooks.py", "notebooks"],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert "1 failed, 4 passed" in done.stdout, done.stdout[-3000:]  # the raising cell fails
+    assert "1 failed, 5 passed" in done.stdout, done.stdout[-3000:]  # the raising cell fails
+    # after_notebook: right after 00's last cell, before 01's first.
+    assert json.loads((tmp_path / "between.json").read_text()) == ["00_say_hello.ipynb"]
     seen = json.loads((tmp_path / "seen.json").read_text())
     assert seen["expected"] == ["00_say_hello.ipynb", "01_fail_step.ipynb"]
     assert seen["runs"] == [["00_say_hello.ipynb", "ok", ""],

@@ -363,6 +363,16 @@ def test_curl_masks_the_token_and_works_once_it_is_set(client: query.Client) -> 
     assert "Paris" in json.loads(ran.stdout)["choices"][0]["message"]["content"]
 
 
+def test_the_curl_recipe_says_where_the_service_key_is() -> None:
+    with query.Client("http://127.0.0.1:8000", token=lambda: "Bearer x", model="m") as c:
+        c.service_key_file = "/lab/local/aicore-service-key.json"
+        page = c.curl(body=c.chat_body("hi"))._repr_html_()
+        assert "the service key in <code>/lab/local/aicore-service-key.json</code>" in page
+        assert "KEY=/lab/local/aicore-service-key.json" in page and "jq -r .clientid" in page
+        c.service_key_file = ""
+        assert "AICORE_SERVICE_KEY" in c.curl()._repr_html_()
+
+
 def test_curl_without_auth_has_no_authorization_header() -> None:
     with query.Client("http://127.0.0.1:8000", model="m") as c:
         command = c.curl(body=c.chat_body("hi"))
@@ -378,11 +388,12 @@ def test_curl_without_auth_has_no_authorization_header() -> None:
 def test_chat_box_streams_into_the_widget_and_records(client: query.Client, lab_env: Path) -> None:
     box = query.chat_box(client, max_tokens=16)
     answer = box.ask("What is the capital of France?")
-    assert box.reply.value == answer.text and "Paris" in answer.text
+    assert box.text == answer.text and "Paris" in answer.text
     assert box.question.value == "What is the capital of France?" and box.answers == [answer]
     assert "first token after" in box.status.value
-    box.question.value = "What is the capital of Germany?"  # what Enter in the box does
-    assert len(box.answers) == 2 and "Berlin" in box.reply.value == box.answers[1].text
+    box.question.value = "What is the capital of Germany?"
+    box.question._handle_string_msg(None, {"event": "submit"}, None)  # what Enter sends
+    assert len(box.answers) == 2 and "Berlin" in box.text == box.answers[1].text
     samples = client.batch(["What is the capital of France?"], max_tokens=8)
     state = State(lab_env / "state.json")
     generated = client.generate(PROMPT, max_tokens=3)
@@ -391,7 +402,7 @@ def test_chat_box_streams_into_the_widget_and_records(client: query.Client, lab_
     stored = State(lab_env / "state.json").require("query")
     assert stored == data and stored["model"] == DEFAULT_MODEL_ID
     assert stored["samples"][0]["prompt"] == "What is the capital of France?"
-    assert stored["latency"]["chat_ttft_s"] == answer.ttft_s
+    assert stored["latency"]["chat_ttft_s"] == round(answer.ttft_s, 3)
     assert stored["generate"][0]["texts"] == generated.texts
     assert TOKEN_B not in (lab_env / "state.json").read_text()
 
@@ -402,14 +413,32 @@ def test_chat_box_streams_into_the_widget_and_records(client: query.Client, lab_
 @pytest.mark.integration
 @pytest.mark.slow
 def test_offline_batch_with_vllm_llm_in_a_child_process(
-    default_model: Path, tmp_path: Path
+    default_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     prompts = ["What is the capital of France?", "What is the capital of Germany?"]
     result = query.offline_batch(default_model, prompts, max_tokens=16, log=tmp_path / "o.log")
+    assert "offline batch: done" in capsys.readouterr().err  # the bar followed the child
     assert result.prompts == prompts and len(result.texts) == 2
     assert "Paris" in result.texts[0] and "Berlin" in result.texts[1]
     assert 0 < result.output_tokens <= 32 and result.tokens_per_s > 0 and result.load_s > 0
     assert "vllm.LLM" in result._repr_html_()
+
+
+def test_the_offline_progress_bar_follows_the_stages_the_child_marks(tmp_path: Path) -> None:
+    from labkit.query.offline import StageBar, _mark
+
+    job = {"stages": str(tmp_path / "stages")}
+    with StageBar(tmp_path / "stages", 5, show=False) as bar:
+        bar.update()  # no file yet: still starting
+        assert bar.stage == 0 and "starting" in bar.description
+        _mark(job, 1)
+        bar.update()
+        assert bar.stage == 1 and "loading the model" in bar.description
+        _mark(job, 2)
+        bar.update()
+        assert "answering 5 prompts" in bar.description
+        _mark(job, 3)
+    assert bar.stage == 3 and bar.description.endswith("done")
 
 
 def test_offline_batch_refuses_a_folder_without_a_model(tmp_path: Path) -> None:

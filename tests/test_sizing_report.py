@@ -35,6 +35,22 @@ def test_html_and_text_summaries():
     assert "DOES NOT FIT" in no.to_text()
 
 
+def test_the_longest_context_row_never_claims_a_fit_that_is_not_there():
+    fits = sizing.size(spec(LLAMA3_8B), plan="infer2.l", max_model_len=8192)
+    assert "largest max_model_len that fits" in fits._repr_html_()
+    no = sizing.size(spec(LLAMA3_8B), plan="infer.s", max_model_len=8192)  # weights too big
+    assert no.max_model_len_that_fits == 0 and "max_model_len that" not in no._repr_html_()
+    too_long = sizing.size(spec(LLAMA3_8B), plan="infer2.l", max_model_len=8192, kv_cache_gib=0.25)
+    assert not too_long.fits and too_long.max_model_len_that_fits > 0
+    page = too_long._repr_html_()
+    assert "largest max_model_len that would fit" in page and "that fits<" not in page
+
+
+def test_status_cells_have_words_beside_their_signs():
+    page = sizing.size(spec(LLAMA3_8B), plan="infer2.l").plans_html()
+    assert "&#10004; fits" in page and "&#10008; no" in page
+
+
 def test_plot_budget_returns_axes():
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")

@@ -166,8 +166,9 @@ class FakeHub:
         self.calls: list[tuple] = []
         FakeHub.instances.append(self)
 
-    def hf_hub_download(self, repo_id, filename, revision=None):
+    def hf_hub_download(self, repo_id, filename, revision=None, cache_dir=None):
         self.calls.append(("download", repo_id, filename, revision))
+        self.cache_dir = cache_dir
         if self.error:
             raise self.error
         return str(self.config_path)
@@ -184,22 +185,26 @@ class FakeHub:
         return SimpleNamespace(files_metadata={"model.safetensors": SimpleNamespace(tensors=info)})
 
 
-def test_hub_repo_reads_config_and_headers_through_hf_endpoint(tmp_path, monkeypatch):
+def test_hub_repo_reads_config_and_headers_from_the_labs_hub(tmp_path, monkeypatch):
     import huggingface_hub
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps(SMOLLM2_135M))
     tensors = {"model.embed_tokens.weight": ("BF16", 49152 * 576)}
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    # The lab's Hub (Config.hub_endpoint, passed in) and not HF_ENDPOINT: in the local profile
+    # that is the local mirror, whatever the environment says.
+    monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
     monkeypatch.setattr(
         huggingface_hub, "HfApi", lambda endpoint=None, token=None: FakeHub(
             endpoint, token, config_path=path, tensors=tensors)
     )  # fmt: skip
     loaded = sizing.load_model_config(
-        "HuggingFaceTB/SmolLM2-135M-Instruct", revision="a" * 40, token="t"
-    )
+        "HuggingFaceTB/SmolLM2-135M-Instruct", revision="a" * 40, token="t",
+        endpoint="http://127.0.0.1:9", cache_dir=tmp_path / "cache",
+    )  # fmt: skip
     hub = FakeHub.instances[-1]
     assert hub.endpoint == "http://127.0.0.1:9" and hub.token == "t"
+    assert hub.cache_dir == tmp_path / "cache"
     assert ("download", "HuggingFaceTB/SmolLM2-135M-Instruct", "config.json", "a" * 40) in hub.calls
     assert loaded.source == "hub" and loaded.revision == "a" * 40
     assert loaded.weights_bytes("bfloat16") == 49152 * 576 * 2
@@ -228,5 +233,5 @@ def test_hub_errors_become_model_errors(tmp_path, monkeypatch):
         huggingface_hub, "HfApi", lambda endpoint=None, token=None: FakeHub(
             endpoint, token, config_path=tmp_path, error=ConnectionError("refused"))
     )  # fmt: skip
-    with pytest.raises(ModelError, match="HF_ENDPOINT"):
+    with pytest.raises(ModelError, match="LABKIT_HF_ENDPOINT"):
         sizing.load_model_config("org/none")

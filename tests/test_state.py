@@ -45,3 +45,35 @@ def test_forget_removes_a_step(tmp_path):
 def test_open_lab_uses_the_configured_lab_dir(lab_env):
     cfg, state = open_lab()
     assert state.path == lab_env / "state.json" == cfg.state_file
+
+
+def test_record_keeps_what_another_kernel_recorded_meanwhile(tmp_path):
+    first, second = State(tmp_path / "state.json"), State(tmp_path / "state.json")
+    second.record("download", {"tar": "m.tar"})
+    first.record("size", {"plan": "infer2.l"})  # e.g. the 01 form, long after it opened
+    again = State(tmp_path / "state.json")
+    assert again.get("download") == {"tar": "m.tar"} and again.get("size") == {"plan": "infer2.l"}
+    first.forget("size")
+    assert State(tmp_path / "state.json").get("download") == {"tar": "m.tar"}
+
+
+def test_the_profile_chosen_in_00_carries_to_later_notebooks(lab_env, monkeypatch):
+    monkeypatch.delenv("LABKIT_PROFILE", raising=False)
+    cfg, state = open_lab(profile="")  # 00 with PROFILE = "": LABKIT_PROFILE, else local
+    assert cfg.profile == "local"
+    cfg, state = open_lab(profile="aicore")  # 00 with PROFILE = "aicore" records its choice
+    state.record("setup", {"profile": cfg.profile})
+    assert open_lab()[0].profile == "aicore"  # 01..99 declare no PROFILE
+    assert open_lab(profile="local")[0].profile == "local"  # a parameter still wins
+    # An explicit LABKIT_PROFILE (labkit run --profile, CI) wins, and says so.
+    monkeypatch.setenv("LABKIT_PROFILE", "local")
+    with pytest.warns(UserWarning, match="00_setup chose the aicore profile"):
+        assert open_lab()[0].profile == "local"
+
+
+def test_an_empty_parameter_is_unset(lab_env, monkeypatch):
+    monkeypatch.setenv("LABKIT_BUCKET", "team-bucket")
+    monkeypatch.setenv("LABKIT_RESOURCE_PLAN", "infer2.l")
+    cfg, _ = open_lab(bucket="", resource_plan="", registry=None)
+    assert (cfg.bucket, cfg.resource_plan) == ("team-bucket", "infer2.l")
+    assert open_lab(bucket="mine")[0].bucket == "mine"

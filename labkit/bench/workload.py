@@ -262,13 +262,16 @@ def sample_workload(
     max_prompt_tokens: int = MAX_PROMPT_TOKENS,
     max_total_tokens: int = MAX_TOTAL_TOKENS,
 ) -> Workload:
-    """Draw ``num_requests`` requests from the prompt set the way vLLM samples ShareGPT."""
+    """Draw ``num_requests`` requests from the prompt set the way vLLM samples ShareGPT.
+
+    ``max_output_tokens`` None or 0 (a notebook parameter's "unset") keeps the set's lengths."""
+    max_output_tokens = max_output_tokens or None
     if num_requests < 1:
         raise ConfigError(f"num_requests={num_requests}", "ask for at least one request")
     if max_output_tokens is not None and max_output_tokens < MIN_TOKENS:
         raise ConfigError(
             f"max_output_tokens={max_output_tokens} is under {MIN_TOKENS}",
-            f"use at least {MIN_TOKENS}, or None for the prompt set's lengths",
+            f"use at least {MIN_TOKENS}, or 0 for the prompt set's lengths",
         )
     pool = list(prompts) if prompts is not None else load_prompts()
     rng = random.Random(seed)

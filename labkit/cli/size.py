@@ -31,6 +31,8 @@ def _cmd_size(args: argparse.Namespace, cfg: Config) -> int:
         block_size=args.block_size,
         revision=args.revision,
         token=cfg.hub_token(),
+        endpoint=cfg.hub_endpoint,
+        cache_dir=cfg.hub_cache_dir,
         catalogue=catalogue,
     )
     emit(args, report.to_dict(), report.to_text())

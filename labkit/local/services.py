@@ -48,7 +48,7 @@ def status_html(rows: list[ServiceStatus]) -> str:
             [
                 escape(s.name),
                 f"<code>{escape(s.url)}</code>",
-                "✅" if s.healthy else "❌",
+                html.mark(s.healthy, "running", "down"),
                 escape(s.detail),
             ]
             for s in rows

@@ -1,4 +1,4 @@
-"""Step 07: ask the served model, the three ways the source document names, and read its metrics.
+"""Step 07: ask the served model (the OpenAI API, and the ways the vLLM launch post shows) and read its metrics.
 
 - the OpenAI-compatible API through the deployment URL (chat, completions, streaming), with the
   bearer token refreshed as it expires and the ``AI-Resource-Group`` header; the same client

@@ -141,6 +141,8 @@ class Client:
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.auth = TokenAuth(token, clock=clock) if token is not None else None
+        # Where the curl recipe tells a reader to find the credentials for $TOKEN (connect sets it).
+        self.service_key_file = ""
         self._model = model
         # Loopback (a local server, the local AI Core) never goes through an HTTP(S)_PROXY;
         # a tenant's URL does, as a corporate network may need.
@@ -449,7 +451,7 @@ class Client:
         if body is not None:
             lines.append("-H 'Content-Type: application/json'")
             lines.append(f"-d {shlex.quote(json.dumps(body))}")
-        return CurlCommand(" \\\n  ".join(lines), self.auth is not None)
+        return CurlCommand(" \\\n  ".join(lines), self.auth is not None, self.service_key_file)
 
     def chat_body(self, prompt: str, *, max_tokens: int = 128, temperature: float = 0.0) -> dict:
         """The JSON body ``chat`` sends for ``prompt``."""
@@ -594,10 +596,15 @@ def connect(
 
     ai = aicore.connect(cfg)
     served = model or deploy.get("served_model_name") or deploy.get("model") or None
-    return Client(
+    client = Client(
         url,
         token=ai.token,
         headers={"AI-Resource-Group": ai.resource_group},
         model=served,
         timeout=timeout,
     )
+    key_file = cfg.aicore_service_key_file
+    if key_file is None and cfg.profile == "local":
+        key_file = aicore.local_service_key_file(cfg)
+    client.service_key_file = str(key_file or "")
+    return client

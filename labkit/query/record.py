@@ -33,14 +33,16 @@ def record(
             {"prompt": a.prompt, "answer": a.text, "seconds": round(a.seconds, 3)}
             for a in samples.answers
         ],
+        # Milliseconds and tenths of a token per second: what a reader compares, and no
+        # 15-digit floats in the notebook.
         "latency": {
             "requests": len(latencies),
             "concurrency": samples.concurrency,
-            "mean_s": sum(latencies) / len(latencies) if latencies else None,
-            "max_s": latencies[-1] if latencies else None,
-            "batch_s": samples.seconds,
-            "tokens_per_s": samples.tokens_per_s,
-            "chat_ttft_s": chat.ttft_s if chat else None,
+            "mean_s": _round(sum(latencies) / len(latencies) if latencies else None, 3),
+            "max_s": _round(latencies[-1] if latencies else None, 3),
+            "batch_s": _round(samples.seconds, 3),
+            "tokens_per_s": _round(samples.tokens_per_s, 1),
+            "chat_ttft_s": _round(chat.ttft_s if chat else None, 3),
         },
         "generate": [g.to_dict() for g in generated],
         "offline": (
@@ -49,3 +51,7 @@ def record(
         "metrics": metrics.summary() if metrics else None,
     }
     return state.record(STATE_KEY, result)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

@@ -5,6 +5,7 @@ the curl command, and offline batch results, each a small HTML table.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -164,22 +165,32 @@ class CurlCommand:
 
     text: str
     needs_token: bool
+    key_file: str = ""  # the service key the token comes from (path only, never its content)
 
     def __str__(self) -> str:
         return self.text
 
+    def token_recipe(self) -> str:
+        """Shell lines that set $TOKEN from the service key file (clientid, clientsecret, url)."""
+        key = shlex.quote(self.key_file) if self.key_file else "service-key.json"
+        return (
+            f"KEY={key}\n"
+            'export TOKEN=$(curl -s -u "$(jq -r .clientid $KEY):$(jq -r .clientsecret $KEY)" '
+            '-d grant_type=client_credentials "$(jq -r .url $KEY)/oauth/token" | jq -r .access_token)'
+        )
+
     def _repr_html_(self) -> str:
-        fetch = (
-            'export TOKEN=$(curl -s -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials '
-            '"$AUTH_URL/oauth/token" | jq -r .access_token)'
+        if not self.needs_token:
+            return f"<pre>{esc(self.text)}</pre>"
+        where = (
+            f"the service key in <code>{esc(self.key_file)}</code>"
+            if self.key_file
+            else "your service key (the JSON of AICORE_SERVICE_KEY saved as a file)"
         )
-        note = (
-            "<p>Set <code>TOKEN</code> first (it is never shown here), e.g. from the service "
-            f"key's clientid, clientsecret and url: <code>{esc(fetch)}</code></p>"
-            if self.needs_token
-            else ""
+        return (
+            f"<pre>{esc(self.text)}</pre><p>Set <code>TOKEN</code> first (it is never shown "
+            f"here), from {where}:</p><pre>{esc(self.token_recipe())}</pre>"
         )
-        return f"<pre>{esc(self.text)}</pre>{note}"
 
 
 @dataclass

@@ -339,9 +339,13 @@ def size(
     block_size: int | None = None,
     revision: str | None = None,
     token: str | None = None,
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
     catalogue: Catalogue | None = None,
 ) -> SizingReport:
-    """Size ``model`` on a plan, a custom GPU device, or else the smallest plan that fits."""
+    """Size ``model`` on a plan, a custom GPU device, or else the smallest plan that fits.
+
+    A Hub repo id is read from ``endpoint`` (pass the lab's ``Config.hub_endpoint``)."""
     _check_device_choice(plan, gpus, gpu_memory_gib)
     opts = _options(
         tp,
@@ -361,7 +365,9 @@ def size(
     spec = (
         model
         if isinstance(model, ModelSpec)
-        else load_model_config(model, revision=revision, token=token)
+        else load_model_config(
+            model, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir
+        )
     )
     spec.check()
 

@@ -19,9 +19,17 @@ from labkit.sizing.model import ModelSpec, TensorSpec
 
 
 def load_model_config(
-    model: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+    model: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ModelSpec:
-    """A ModelSpec from a Hub repo id, a model folder or a config.json path (reads no weights)."""
+    """A ModelSpec from a Hub repo id, a model folder or a config.json path (reads no weights).
+
+    ``endpoint`` is the Hub to ask (the lab's ``Config.hub_endpoint``; None: huggingface_hub's
+    own default), ``cache_dir`` where config.json is kept (None: the Hugging Face cache)."""
     path = Path(model).expanduser()
     if path.is_file():
         return ModelSpec(
@@ -38,7 +46,7 @@ def load_model_config(
             f"{text} is neither an existing model folder or config.json nor a Hub repo id",
             "check the path, or give a repo id like HuggingFaceTB/SmolLM2-135M-Instruct",
         )
-    return _load_hub(text, revision=revision, token=token)
+    return _load_hub(text, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir)
 
 
 def _valid_repo_id(text: str) -> bool:
@@ -141,15 +149,23 @@ def _load_folder(folder: Path) -> ModelSpec:
     return ModelSpec(name=folder.name, config=config, tensors=tensors, source="folder", notes=notes)
 
 
-def _load_hub(repo_id: str, *, revision: str | None, token: str | None) -> ModelSpec:
+def _load_hub(
+    repo_id: str,
+    *,
+    revision: str | None,
+    token: str | None,
+    endpoint: str | None,
+    cache_dir: str | os.PathLike | None,
+) -> ModelSpec:
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf
 
-    endpoint = os.environ.get("HF_ENDPOINT") or None
     api = HfApi(endpoint=endpoint, token=token)
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
-        config_path = api.hf_hub_download(repo_id, "config.json", revision=revision)
+        config_path = api.hf_hub_download(
+            repo_id, "config.json", revision=revision, cache_dir=cache_dir
+        )
     except hf.GatedRepoError as exc:
         raise ModelError(
             f"{repo_id} is gated", "accept its licence on the Hub and set HF_TOKEN"
@@ -168,7 +184,7 @@ def _load_hub(repo_id: str, *, revision: str | None, token: str | None) -> Model
     except (OSError, hf.EntryNotFoundError, hf.HfHubHTTPError) as exc:
         raise ModelError(
             f"cannot fetch config.json of {where} from {api.endpoint} ({type(exc).__name__})",
-            "check the network and HF_ENDPOINT, or size a local model folder",
+            "check the network and the Hub setting (LABKIT_HF_ENDPOINT), or size a model folder",
         ) from exc
     config = _read_json(Path(str(config_path)))
     tensors: tuple[TensorSpec, ...] | None = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.sizing.constants import GiB
-from labkit.util.html import fields, table
+from labkit.util.html import fields, mark, table
 
 
 @dataclass
@@ -117,14 +117,14 @@ class SizingReport:
         """The every-plan table as HTML."""
         rows = []
         for p in self.plans:
-            mark = "&#10003;" if p.fits else "&#10007;"
+            fits = mark(p.fits, "fits", "no")
             why = _h(p.reasons[0]) if p.reasons else ""
             best = " <b>(smallest that fits)</b>" if p.name == self.smallest_fitting_plan else ""
             rows.append(
                 (
                     f"{_h(p.name)}{best}",
                     _h(p.hardware),
-                    mark,
+                    fits,
                     p.tensor_parallel_size,
                     f"{p.kv_cache_tokens:,}",
                     f"{p.max_concurrency:.2f}x",
@@ -134,6 +134,16 @@ class SizingReport:
         head = ("plan", "hardware", "fits", "tp", "KV tokens", "concurrency", "first reason")
         align = ("", "", "", "right", "right", "right", "")
         return table(head, rows, align=align, sections=True)
+
+    def _fits_len_row(self) -> list[tuple[str, str]]:
+        """The longest context: as it stands when the plan fits, as a target when only the
+        length is too long, nothing when no length would do."""
+        if self.fits:
+            return [("largest max_model_len that fits", f"{self.max_model_len_that_fits:,}")]
+        if self.max_model_len_that_fits > 0:
+            label = "largest max_model_len that would fit"
+            return [(label, f"{self.max_model_len_that_fits:,}")]
+        return []
 
     def _repr_html_(self) -> str:
         b = self.budget
@@ -157,7 +167,7 @@ class SizingReport:
                 f"= {self.kv_cache_tokens:,} tokens",
             ),
             ("max concurrency", f"{self.max_concurrency:.2f}x at {self.max_model_len:,} tokens"),
-            ("largest max_model_len that fits", f"{self.max_model_len_that_fits:,}"),
+            *self._fits_len_row(),
             ("dtype / KV cache dtype", f"{self.dtype} / {self.kv_cache_dtype}"),
             ("tensor parallel", str(self.tensor_parallel_size)),
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape as esc
 
-__all__ = ["esc", "fields", "row", "table"]
+__all__ = ["esc", "fields", "mark", "row", "table"]
 
 
 def row(cells: Sequence[object], *, tag: str = "td", align: Sequence[str] | None = None) -> str:
@@ -43,3 +43,8 @@ def fields(pairs: Iterable[tuple[object, object]]) -> str:
     """A two-column table of named values: each name a left-aligned ``<th>``, each value a cell."""
     body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in pairs)
     return f"<table>{body}</table>"
+
+
+def mark(ok: bool, yes: str = "ok", no: str = "failed") -> str:
+    """A status cell: a sign and its word, so it reads without colour or emoji fonts."""
+    return f"&#10004; {esc(yes)}" if ok else f"&#10008; {esc(no)}"
