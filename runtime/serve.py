@@ -19,6 +19,9 @@ earlier versions ended each object with "\\0"); beam search has no partial resul
 with beam search is a single line. Errors are vLLM's `{"error": {"message", ...}}` with its code.
 
 This file needs vLLM and FastAPI, which the image carries; it imports nothing from the lab.
+It supports vLLM 0.32 (the image's pin) and 0.26 (the newest that runs on the lab's H100, torch
+2.11): the two place the server's entry and a few classes in different modules, and each is
+tried in turn. On a vLLM with neither layout it exits with one line naming the version found.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route's annotations at run time.
@@ -30,6 +33,44 @@ from typing import Any
 ROUTE = "/generate"
 # The request is rendered by the completion handler; its own echo would put the prompt in twice.
 DROPPED_FIELDS = ("echo", "stream_options")
+SUPPORTED_VLLM = "0.26 and 0.32"
+# Where each version keeps what this file uses: (module, name), newest first.
+_AUTH = (
+    ("vllm.entrypoints.serve.middleware.authenticate", "AuthenticationMiddleware"),  # 0.32
+    ("vllm.entrypoints.serve.utils.server_utils", "AuthenticationMiddleware"),  # 0.26
+)
+_ERROR_RESPONSE = (
+    ("vllm.entrypoints.serve.engine.protocol", "ErrorResponse"),  # 0.32
+    ("vllm.entrypoints.openai.engine.protocol", "ErrorResponse"),  # 0.26
+)
+
+
+class UnsupportedVllm(RuntimeError):
+    """The installed vLLM keeps its server where neither supported version does."""
+
+
+def _vllm_version() -> str:
+    try:
+        from vllm import __version__
+
+        return str(__version__)
+    except ImportError:
+        return "not installed"
+
+
+def _first(candidates: tuple[tuple[str, str], ...]) -> Any:
+    """The first (module, name) of ``candidates`` that imports."""
+    import importlib
+
+    for module, name in candidates:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise UnsupportedVllm(
+        f"vLLM {_vllm_version()} has no {candidates[0][1]} where vLLM {SUPPORTED_VLLM} keep it; "
+        f"serve.py supports vLLM {SUPPORTED_VLLM}"
+    )
 
 
 def _error(message: str, code: HTTPStatus = HTTPStatus.BAD_REQUEST) -> Any:
@@ -44,8 +85,8 @@ def _error(message: str, code: HTTPStatus = HTTPStatus.BAD_REQUEST) -> Any:
 def _authorized(raw_request: Any) -> bool:
     """Whether the request passes vLLM's --api-key check (which only guards /v1/...)."""
     from vllm import envs
-    from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
+    AuthenticationMiddleware = _first(_AUTH)
     args = getattr(raw_request.app.state, "args", None)
     keys = [key for key in (getattr(args, "api_key", None) or [envs.VLLM_API_KEY]) if key]
     if not keys:
@@ -98,8 +139,9 @@ def add_generate_route(app: Any) -> None:
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from pydantic import ValidationError
     from vllm.entrypoints.openai.completion.protocol import CompletionResponse
-    from vllm.entrypoints.serve.engine.protocol import ErrorResponse
     from vllm.entrypoints.serve.utils.api_utils import with_cancellation
+
+    ErrorResponse = _first(_ERROR_RESPONSE)
 
     @with_cancellation
     async def run(request: Any, raw_request: Request) -> Any:
@@ -143,22 +185,64 @@ def add_generate_route(app: Any) -> None:
     app.add_api_route(ROUTE, generate, methods=["POST"], include_in_schema=True)
 
 
+def _server_module() -> tuple[Any, Any]:
+    """The module whose ``build_app`` builds the app, and the function that runs the server
+    (vLLM 0.32: launchers.api_server.entry.main; 0.26: the ``__main__`` block of
+    openai.api_server, repeated here since that version has no main function)."""
+    try:
+        from vllm.entrypoints.launchers.api_server import entry  # 0.32
+
+        return entry, entry.main
+    except ImportError:
+        pass
+    try:
+        from vllm.entrypoints.openai import api_server  # 0.26
+    except ImportError:
+        api_server = None
+    if api_server is None or not hasattr(api_server, "run_server"):
+        raise UnsupportedVllm(
+            f"vLLM {_vllm_version()} has no OpenAI server entry where vLLM {SUPPORTED_VLLM} keep "
+            f"it; serve.py supports vLLM {SUPPORTED_VLLM}"
+        )
+
+    def main_026() -> None:
+        import uvloop
+        from vllm.entrypoints.openai.cli_args import make_arg_parser, validate_parsed_serve_args
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+        api_server.cli_env_setup()
+        parser = make_arg_parser(
+            FlexibleArgumentParser(description="vLLM OpenAI-Compatible RESTful API server.")
+        )
+        args = parser.parse_args()
+        validate_parsed_serve_args(args)
+        uvloop.run(api_server.run_server(args))
+
+    return api_server, main_026
+
+
 def main() -> None:
     """Run vLLM's OpenAI server main() with /generate added to the app it builds."""
-    from vllm.entrypoints.launchers.api_server import entry
+    import sys
 
-    # vLLM 0.32 offers no public hook for extra routes other than endpoint plugins, which need an
+    try:
+        module, run = _server_module()
+        _first(_AUTH), _first(_ERROR_RESPONSE)  # fail now, not at the first /generate
+    except UnsupportedVllm as exc:
+        print(f"serve.py: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    # vLLM offers no public hook for extra routes other than endpoint plugins, which need an
     # installed distribution and a VLLM_PLUGINS allowlist that would also filter every other
     # plugin: wrapping the one function that builds the app keeps the rest of vLLM's server as is.
-    build_app = entry.build_app
+    build_app = module.build_app
 
     def build_app_with_generate(*args: Any, **kwargs: Any) -> Any:
         app = build_app(*args, **kwargs)
         add_generate_route(app)
         return app
 
-    entry.build_app = build_app_with_generate
-    entry.main()
+    module.build_app = build_app_with_generate
+    run()
 
 
 if __name__ == "__main__":

@@ -313,7 +313,8 @@ def run_server(
 
 
 class VllmServer:
-    """``python -m vllm.entrypoints.openai.api_server`` on a model folder, eager, on loopback."""
+    """``python -m vllm.entrypoints.openai.api_server`` on a model folder, on loopback; eager
+    unless ``eager=False`` (CUDA graphs on a GPU; on a CPU they give garbage in vLLM 0.32)."""
 
     def __init__(
         self,
@@ -325,6 +326,7 @@ class VllmServer:
         max_model_len: int = MAX_TOTAL_TOKENS,
         extra_args: Sequence[str] = (),
         timeout: float = SERVER_START_TIMEOUT,
+        eager: bool = True,
     ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -335,7 +337,7 @@ class VllmServer:
             "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model_path), "--served-model-name", served_name,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--enforce-eager", "--max-model-len", str(max_model_len),
+            *(["--enforce-eager"] if eager else []), "--max-model-len", str(max_model_len),
             "--disable-uvicorn-access-log", *extra_args,
         ]  # fmt: skip
         self.proc = start_engine(cmd, log=log_path, env={**os.environ, **worker_env()})

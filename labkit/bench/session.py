@@ -60,6 +60,7 @@ class Bench:
         deployment: Target | None = None,
         direct: Target | None = None,
         dtype: str = "float32",
+        load_format: str = "auto",
         hf_threads: int | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
@@ -72,6 +73,7 @@ class Bench:
         self.deployment = deployment
         self.direct = direct
         self.dtype = dtype
+        self.load_format = load_format  # "dummy": random weights of the model's shape (a GPU run)
         self.hf_threads = hf_threads or engine_threads()
         self.progress = progress
         self.log = log  # gets one line per run and comparison as it ends (a terminal's progress)
@@ -116,6 +118,8 @@ class Bench:
         if kind not in self._workers:
             args: dict[str, Any] = {"model": str(self.model_path), "seed": self.workload.seed}
             args["dtype"] = self.dtype
+            if self.load_format != "auto":
+                args["load_format"] = self.load_format
             if kind == "hf":
                 args["threads"] = self.hf_threads
             self._workers[kind] = Worker(kind, args, log_path=self.out_dir / f"worker-{kind}.log")

@@ -35,20 +35,31 @@ def _record(request: Mapping[str, Any], n: int, **measured: Any) -> dict[str, An
     )
 
 
+def _on_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 class _VllmEngine:
-    """vllm.LLM on the model folder, eager (CPU graphs give garbage in this vLLM version)."""
+    """vllm.LLM on the model folder: eager on a CPU (CPU graphs give garbage in vLLM 0.32),
+    compiled with CUDA graphs on a GPU, as vLLM serves there by default. ``load_format`` "dummy"
+    gives random weights of the folder's config.json (a model's shape without its weights)."""
 
     def __init__(self, args: Mapping[str, Any]) -> None:
         from vllm import LLM
 
+        gpu = _on_gpu()
         self.llm = LLM(
             model=args["model"],
-            enforce_eager=True,
+            enforce_eager=not gpu,
             max_model_len=int(args.get("max_model_len", MAX_TOTAL_TOKENS)),
             seed=int(args.get("seed", 0)),
             dtype=args.get("dtype", "auto"),
+            load_format=str(args.get("load_format", "auto")),
         )
-        self.info = {"engine": "vllm", "dtype": str(args.get("dtype", "auto"))}
+        self.info = {"engine": "vllm", "dtype": str(args.get("dtype", "auto")),
+                     "device": "cuda" if gpu else "cpu", "load_format": str(args.get("load_format", "auto"))}  # fmt: skip
         # A first call pays for lazy set-up; keep it out of the measured runs.
         self.run(_warmup_cmd())
 
@@ -102,11 +113,12 @@ class _Clock:
 
 
 class _HfEngine:
-    """transformers' generate on the model folder, with left padding for static batches."""
+    """transformers' generate on the model folder, with left padding for static batches
+    (``load_format`` "dummy": random weights of the folder's config.json, as vLLM's)."""
 
     def __init__(self, args: Mapping[str, Any]) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
         dtype = str(args.get("dtype", "float32"))
@@ -116,9 +128,14 @@ class _HfEngine:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         # On a GPU machine the baseline runs on the GPU too, as in the launch post.
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(
-            args["model"], dtype=getattr(torch, dtype)
-        ).to(self.device)
+        if args.get("load_format", "auto") == "dummy":
+            config = AutoConfig.from_pretrained(args["model"])
+            with torch.device(self.device):
+                self.model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                args["model"], dtype=getattr(torch, dtype)
+            ).to(self.device)
         self.model.eval()
         self.info = {
             "engine": "hf",
