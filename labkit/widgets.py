@@ -175,25 +175,6 @@ class SizingForm:
         display(self.widget)
 
 
-def sizing_form(
-    model: str,
-    *,
-    cfg: Config | None = None,
-    state: State | None = None,
-    plan: str | None = None,
-    dtype: str = "auto",
-    max_model_len: int = 0,
-    gpu_memory_utilization: float = 0.9,
-    kv_cache_gib: float = 0.0,
-) -> SizingForm:
-    """The step 01 form, seeded from the parameters (see SizingForm)."""
-    return SizingForm(
-        model,
-        cfg=cfg,
-        state=state,
-        plan=plan,
-        dtype=dtype,
-        max_model_len=max_model_len,
-        gpu_memory_utilization=gpu_memory_utilization,
-        kv_cache_gib=kv_cache_gib,
-    )
+def sizing_form(model: str, **options: Any) -> SizingForm:
+    """The step 01 form, seeded from the parameters (SizingForm's keyword options)."""
+    return SizingForm(model, **options)

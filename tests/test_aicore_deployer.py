@@ -169,7 +169,7 @@ def error_lab(local_aicore, default_tarball, tmp_path_factory):
     image_ref = _put_minimal_image(cfg, f"labkit-test-{SUFFIX}/aicore-vllm", "v010125-01")
     lab = _make_lab(cfg, default_tarball, tmp_path_factory.mktemp("errors"), image_ref=image_ref)
     yield lab
-    aicore.cleanup(lab[0], lab[1], poll=1)
+    aicore.cleanup(lab[0], lab[1], delete_repository=True, poll=1)
 
 
 @pytest.mark.integration
@@ -217,7 +217,7 @@ def test_an_unknown_executable_gives_one_line(local_aicore, default_tarball, tmp
         text = one_line(exc.value)
         assert "no executable labkit-test-nope" in text and name in text
     finally:
-        aicore.cleanup(cfg, state)
+        aicore.cleanup(cfg, state, delete_repository=True)
 
 
 @pytest.mark.integration
@@ -233,7 +233,7 @@ def test_a_template_that_fails_to_sync_shows_the_sync_error(local_aicore, defaul
         text = one_line(exc.value)
         assert "did not sync" in text and "ai.sap.com/version is missing" in text
     finally:
-        aicore.cleanup(cfg, state)
+        aicore.cleanup(cfg, state, delete_repository=True)
 
 
 @pytest.mark.integration
@@ -371,4 +371,4 @@ def test_live_tenant_runs_the_same_flow(tmp_path):
         assert result.status == "RUNNING"
         assert aicore.list_models(cfg, result.deployment_url, timeout=300).models
     finally:
-        aicore.cleanup(cfg, state)
+        aicore.cleanup(cfg, state, delete_repository=True)
