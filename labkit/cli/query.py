@@ -44,6 +44,8 @@ def _cmd_query(args: argparse.Namespace, cfg: Config) -> int:
     query.check_request(kind, **options)  # bad input is refused before any connection
     prompt = _prompt(args.prompt)
     streaming = args.stream and not args.json
+    if getattr(args, "via", "openai") == "sap-sdk":
+        return _via_sap_sdk(args, cfg, prompt, streaming)
 
     def show(piece: str) -> None:
         print(piece, end="", flush=True)
@@ -63,6 +65,33 @@ def _cmd_query(args: argparse.Namespace, cfg: Config) -> int:
         choices = answer.choices or [answer.text]
         print(choices[0] if len(choices) == 1 else _numbered(choices))
     print(answer.timing_line(), file=sys.stderr)
+    return 0
+
+
+def _via_sap_sdk(args: argparse.Namespace, cfg: Config, prompt: str, streaming: bool) -> int:
+    """The chat through SAP's generative AI SDK (labkit.query.sapsdk), as SAP applications ask."""
+    from labkit.errors import ConfigError
+    from labkit.query import sapsdk
+
+    if args.url or args.model:
+        raise ConfigError(
+            "--via sap-sdk asks the deployment step 06 recorded, by its id and scenario",
+            "drop --url and --model, or drop --via sap-sdk",
+        )
+    sdk = sapsdk.sap_sdk(cfg, max_tokens=args.max_tokens)
+    options = {"system": args.system, "temperature": args.temperature}
+    if streaming:
+        answer = sdk.stream(prompt, on_text=lambda p: print(p, end="", flush=True), **options)
+        print()
+    else:
+        answer = sdk.chat(prompt, **options)
+    if args.json:
+        emit(args, {**answer.to_dict(), "deployment_id": sdk.deployment_id}, "")
+        return 0
+    if not streaming:
+        print(answer.text)
+    print(f"SAP's SDK ({answer.via}), deployment {sdk.deployment_id}: {answer.seconds:.2f} s",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -121,6 +150,14 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         description="Ask PROMPT as the user's message of a chat (/v1/chat/completions).",
     )
     chat.add_argument("--system", help="a system message before the prompt")
+    chat.add_argument(
+        "--via",
+        choices=("openai", "sap-sdk"),
+        default="openai",
+        help="openai: the OpenAI client on the deployment URL (default); sap-sdk: SAP's "
+        "generative AI SDK (sap-ai-sdk-gen, the sapsdk extra), the deployment's scenario "
+        "registered as a foundation-model scenario",
+    )
     complete = kinds.add_parser(
         "complete",
         parents=[shared, common],

@@ -8,13 +8,17 @@
 - offline batch inference with ``vllm.LLM`` on the downloaded snapshot, in a child process so
   the caller stays light and the engine's memory is freed when it ends.
 
+- SAP's generative AI SDK (``sap-ai-sdk-gen``, the ``sapsdk`` extra): the deployment's
+  scenario registered as a foundation-model scenario, asked through the SDK's OpenAI-like
+  client and LangChain, as SAP applications ask models.
+
 Plus the equivalent ``curl`` command (token never shown) and the server's ``/metrics`` read into
 a short table.
 
 The package: ``common`` (constants, QueryError), ``auth`` (the token cache), ``client`` (the
 client and ``connect``), ``results`` and ``metrics`` (what the notebook shows), ``offline`` (the
 offline batch and its child process), ``chat`` (the chat box), ``record`` (the step's record),
-``ask`` (one question as ``labkit query`` asks it).
+``ask`` (one question as ``labkit query`` asks it), ``sapsdk`` (SAP's generative AI SDK).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from labkit.query.metrics import Histogram, Metrics, Sample, parse_prometheus
 from labkit.query.offline import main, offline_batch
 from labkit.query.record import record
 from labkit.query.results import Answer, Answers, CurlCommand, Generated, OfflineBatch
+from labkit.query.sapsdk import SapSdk, compare, sap_sdk
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -58,14 +63,17 @@ __all__ = [
     "OfflineBatch",
     "QueryError",
     "Sample",
+    "SapSdk",
     "TokenAuth",
     "ask",
     "chat_box",
     "check_request",
+    "compare",
     "connect",
     "jwt_expiry",
     "main",
     "offline_batch",
     "parse_prometheus",
     "record",
+    "sap_sdk",
 ]
