@@ -53,6 +53,16 @@ QWEN25_14B = {
     "torch_dtype": "bfloat16", "tie_word_embeddings": False, "bos_token_id": 151643,
     "eos_token_id": 151643,
 }
+# Qwen/Qwen2.5-1.5B's config.json: 2 KV heads, fewer than 4 GPUs (replicated at TP 4).
+QWEN25_1_5B = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 1536,
+    "intermediate_size": 8960, "num_attention_heads": 12, "num_key_value_heads": 2,
+    "num_hidden_layers": 28, "vocab_size": 151936, "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu",
+    "use_sliding_window": False, "sliding_window": 131072, "max_window_layers": 28,
+    "torch_dtype": "bfloat16", "tie_word_embeddings": True, "bos_token_id": 151643,
+    "eos_token_id": 151643,
+}
 # HuggingFaceTB/SmolLM2-135M-Instruct's config.json: the lab's default model (the runtime check).
 SMOLLM2_135M = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576,
