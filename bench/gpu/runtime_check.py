@@ -27,6 +27,10 @@ from shapes import model_folder
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# Model ids of the shapes (bench/gpu/shapes.py) the check can serve; with NUM_SHARD 2 or 4 the
+# query heads must divide the GPUs (SmolLM2's 9 do not; Qwen2.5-1.5B's 12 do).
+MODEL_IDS = {"smollm2-135m": MODEL_ID, "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B",
+             "llama-3.1-8b": "meta-llama/Llama-3.1-8B"}  # fmt: skip
 REVISION = "0" * 39 + "1"  # a 40-hex commit: the snapshot's name in the cache layout
 # As templates/vllm-serving.yaml sets them (step 05's bindings for one GPU), MODELS_DIR aside.
 TEMPLATE_ENV = {
@@ -43,13 +47,13 @@ TEMPLATE_ENV = {
 }
 
 
-def model_tarball(tokenizer: Path, work: Path) -> Path:
+def model_tarball(tokenizer: Path, work: Path, shape: str = "smollm2-135m") -> Path:
     """models--<org>--<name>/{refs/main, snapshots/<rev>/...} with random weights, as one .tar."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    repo = work / "cache" / ("models--" + MODEL_ID.replace("/", "--"))
-    snapshot = model_folder("smollm2-135m", tokenizer, repo / "snapshots" / REVISION)
+    repo = work / "cache" / ("models--" + MODEL_IDS[shape].replace("/", "--"))
+    snapshot = model_folder(shape, tokenizer, repo / "snapshots" / REVISION)
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(REVISION)
     torch.manual_seed(0)
@@ -58,7 +62,7 @@ def model_tarball(tokenizer: Path, work: Path) -> Path:
     model.save_pretrained(snapshot)
     models = work / "models"
     models.mkdir(parents=True, exist_ok=True)
-    tar = models / "smollm2.tar"
+    tar = models / f"{shape}.tar"
     with tarfile.open(tar, "w") as tf:
         tf.add(repo, arcname=repo.name)
     return models
@@ -86,9 +90,14 @@ def main() -> int:
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/runtime-check"))
+    parser.add_argument("--num-shard", type=int, default=1,
+                        help="NUM_SHARD: GPUs for tensor parallelism (2, 4: issue 20)")  # fmt: skip
+    parser.add_argument("--shape", default="smollm2-135m", choices=sorted(MODEL_IDS),
+                        help="model shape, random weights (%(default)s)")  # fmt: skip
     args = parser.parse_args()
+    TEMPLATE_ENV.update(NUM_SHARD=str(args.num_shard), MODEL_ID=MODEL_IDS[args.shape])
     args.out.mkdir(parents=True, exist_ok=True)
-    models = model_tarball(args.tokenizer, args.work)
+    models = model_tarball(args.tokenizer, args.work, args.shape)
     env = {**os.environ, **TEMPLATE_ENV, "MODELS_DIR": str(models),
            "TMPDIR": str(args.work / "tmp")}  # fmt: skip
     Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
