@@ -132,9 +132,23 @@ def test_labkit_query_via_sap_sdk(deployed) -> None:
     done = labkit("query", "chat", QUESTION, "--via", "sap-sdk", "--stream", "--json", env=env)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    assert "Paris" in answer["text"] and answer["deployment_id"] == dep.id
+    assert "Paris" in answer["answer"] and answer["deployment_id"] == dep.id
 
 
 def test_labkit_query_via_sap_sdk_refuses_a_url() -> None:
     done = labkit("query", "chat", QUESTION, "--via", "sap-sdk", "--url", "http://127.0.0.1:1")
     assert done.returncode != 0 and "drop --url" in done.stderr
+
+
+@pytest.mark.integration
+def test_labkit_query_without_the_sdk_asks_the_recorded_deployment(deployed) -> None:
+    """The same deployment through the lab's own client: no --url, so `labkit query` takes the
+    deployment URL step 06 recorded, with the local AI Core's token and resource group."""
+    cfg, _ = deployed
+    env = _cli_env(cfg)
+    done = labkit("query", "chat", QUESTION, "--max-tokens", "16", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert "Paris" in answer["answer"] and answer["kind"] == "chat", answer
+    done = labkit("query", "generate", "The capital of France is", "--max-tokens", "4", env=env)
+    assert done.returncode == 0 and "Paris" in done.stdout, (done.stdout, done.stderr)

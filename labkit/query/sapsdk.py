@@ -154,7 +154,8 @@ class SdkAnswer:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"via": self.via, "question": self.question, "text": self.text,
+        # "answer", as `labkit query --json` without the SDK (docs/architecture.md).
+        return {"via": self.via, "question": self.question, "answer": self.text,
                 "seconds": round(self.seconds, 3)}  # fmt: skip
 
     def _repr_html_(self) -> str:
