@@ -141,7 +141,8 @@ def test_overrides_reproduce_a_gpu_start_up_log_to_the_block():
 def test_activation_estimate_scales_with_batched_tokens():
     llama = spec(LLAMA3_8B)
     at_8k = sizing.size(llama, gpus=1, gpu_memory_gib=39.39, max_num_batched_tokens=8192)
-    assert 1.1 < at_8k.budget.activation_bytes / GiB < 1.3  # vLLM logs ~1.2 GiB
+    # vLLM 0.26 logs 0.88 GiB for Llama-3.1-8B at 8192 (tests/data/gpu_oracles/llama-3.1-8b-gqa.json)
+    assert 0.83 < at_8k.budget.activation_bytes / GiB < 0.93
     at_16k = sizing.size(llama, gpus=1, gpu_memory_gib=39.39, max_num_batched_tokens=16384)
     assert at_16k.budget.activation_bytes > 1.6 * at_8k.budget.activation_bytes
     assert "--max-num-batched-tokens" in at_16k.vllm_args
@@ -153,7 +154,7 @@ def test_non_torch_memory_grows_with_tensor_parallelism():
     llama = spec(LLAMA3_8B)
     one = sizing.size(llama, plan="infer2.l", max_model_len=8192)
     four = sizing.size(llama, plan="infer2.4xl", max_model_len=8192)
-    assert one.budget.non_torch_bytes == int(0.15 * GiB)
+    assert one.budget.non_torch_bytes == int(0.22 * GiB)  # vLLM 0.26's logs on an H100
     assert four.tensor_parallel_size == 4
     assert four.budget.non_torch_bytes > one.budget.non_torch_bytes
 
