@@ -25,6 +25,7 @@ tried in turn. On a vLLM with neither layout it exits with one line naming the v
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route's annotations at run time.
+import functools
 import json
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -58,8 +59,10 @@ def _vllm_version() -> str:
         return "not installed"
 
 
+@functools.cache
 def _first(candidates: tuple[tuple[str, str], ...]) -> Any:
-    """The first (module, name) of ``candidates`` that imports."""
+    """The first (module, name) of ``candidates`` that imports (looked up once: /generate's
+    authorization check asks on every request)."""
     import importlib
 
     for module, name in candidates:
