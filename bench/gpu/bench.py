@@ -30,32 +30,47 @@ PLAN = bench.Plan(
     requests=102, max_output_tokens=512, concurrencies=(8, 32, 102), parallel_n=3,
     hf_requests=12, hf_batch=4, dtype="bfloat16", proxy_rounds=0, cross_check=False,
 )  # fmt: skip
+# --quick: the same runs on a handful of short requests, to prove the code path on a CPU first
+# (``--shape smollm2-135m``) before spending device time.
+QUICK = bench.Plan(
+    requests=6, max_output_tokens=16, concurrencies=(2, 6), parallel_n=3, hf_requests=4,
+    hf_batch=2, dtype="bfloat16", proxy_rounds=0, cross_check=False,
+)  # fmt: skip
 
 
-def open_bench(args: argparse.Namespace) -> bench.Bench:
+def open_bench(args: argparse.Namespace, plan: bench.Plan) -> bench.Bench:
     folder = model_folder(args.shape, args.tokenizer, args.work / args.shape)
     b = bench.Bench.open(
-        folder, args.out, num_requests=PLAN.requests, seed=PLAN.seed,
-        max_output_tokens=PLAN.max_output_tokens, max_prompt_tokens=PLAN.max_prompt_tokens,
-        model_name=f"{args.shape} shape, random weights", dtype=PLAN.dtype, load_format="dummy",
-        progress=False, log=lambda line: print(line, flush=True),
+        folder, args.out, num_requests=plan.requests, seed=plan.seed,
+        max_output_tokens=plan.max_output_tokens, max_prompt_tokens=plan.max_prompt_tokens,
+        model_name=f"{args.shape} shape, random weights", dtype=plan.dtype, load_format="dummy",
+        progress=False,
     )  # fmt: skip
     results = args.out / "results.json"
     if results.is_file():  # an earlier part's runs
         earlier = bench.BenchReport.load(results)
         b.runs.extend(earlier.runs)
         b.notes.extend(n for n in earlier.notes if n not in b.notes)
+
+    def checkpoint(line: str) -> None:  # each run is kept as it ends: a device call may be cut
+        print(line, flush=True)
+        b.report().save(results)
+
+    b.log = checkpoint
     return b
 
 
-def run_vllm(b: bench.Bench, args: argparse.Namespace) -> None:
-    b.offline_runs(PLAN)
+def run_vllm(b: bench.Bench, args: argparse.Namespace, plan: bench.Plan) -> None:
+    import torch
+
+    b.offline_runs(plan)
     with bench.VllmServer(
-        b.model_path, served_name="bench", log_path=args.out / "server.log", eager=False,
-        extra_args=["--dtype", PLAN.dtype, "--load-format", "dummy"],
+        b.model_path, served_name="bench", log_path=args.out / "server.log",
+        eager=not torch.cuda.is_available(),  # CUDA graphs on a GPU; CPU graphs give garbage
+        extra_args=["--dtype", plan.dtype, "--load-format", "dummy"],
     ) as server:  # fmt: skip
         b.direct = server.target()
-        b.server_runs(PLAN)
+        b.server_runs(plan)
     b.direct = None
 
 
@@ -84,6 +99,11 @@ def main() -> int:
     parser.add_argument("--shape", default="llama-7b", help="model shape (%(default)s)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-models"),
                         help="where the model folder goes (%(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="6 short requests instead of the reference workload (a smoke run)",
+    )
     parser.add_argument("--plots", type=Path, help="only draw the plots of this results folder")
     args = parser.parse_args()
     if args.plots:
@@ -93,12 +113,13 @@ def main() -> int:
         parser.error("--tokenizer and --out are required")
     started = time.monotonic()
     parts = {p for p in args.parts.split(",") if p}
-    with open_bench(args) as b:
+    plan = QUICK if args.quick else PLAN
+    with open_bench(args, plan) as b:
         print(f"workload: {b.workload.line()}", flush=True)
         if "vllm" in parts:
-            run_vllm(b, args)
+            run_vllm(b, args, plan)
         if "hf" in parts:
-            b.hf_runs(PLAN)
+            b.hf_runs(plan)
         save(b)
     print(f"total {time.monotonic() - started:.0f} s", flush=True)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import platform
@@ -241,7 +242,10 @@ class BenchReport:
     @classmethod
     def load(cls, path: str | Path) -> BenchReport:
         """Read a results file written by save."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        raw = Path(path).read_bytes()
+        if str(path).endswith(".gz"):  # committed results (bench/gpu/results/)
+            raw = gzip.decompress(raw)
+        return cls.from_dict(json.loads(raw))
 
     def to_markdown(self) -> str:
         """The runs, then the ratios beside the launch post, as Markdown tables."""
