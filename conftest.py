@@ -31,6 +31,10 @@ INTEGRATION_FIXTURES = frozenset({"default_model", "local_hub", "default_tarball
 # execution or its deployment, are one unit of work: one worker, in lab order (the browser test
 # right after 07, the full-run test after the last notebook). See pytest_xdist_make_scheduler.
 LAB_TESTS = frozenset({"test_notebooks.py", "test_browser.py"})
+# Modules whose tests are all marked slow and whose collection alone takes seconds (schemathesis
+# builds its coverage cases while collecting): not even imported when the marker expression
+# leaves slow tests out (`make check`). pytest_itemcollected holds each to its slow mark.
+SLOW_MODULES = frozenset({"test_local_aicore_schema.py"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,7 +89,21 @@ def _is_lab_cell(item: pytest.Item) -> bool:
     return _is_notebook_cell(item) and bool(NOTEBOOK_NAME.match(_notebook_name(item)))
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name in SLOW_MODULES and config.option.markexpr:
+        from _pytest.mark.expression import Expression
+
+        wants_slow = Expression.compile(config.option.markexpr).evaluate(
+            lambda name, **_: name == "slow"
+        )
+        if not wants_slow:
+            return True
+    return None
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.path.name in SLOW_MODULES and not item.get_closest_marker("slow"):
+        raise pytest.UsageError(f"{item.nodeid} is not marked slow: its module is in SLOW_MODULES")
     if _is_notebook_cell(item):
         for mark in ("notebooks", "integration", "slow"):
             item.add_marker(mark)

@@ -36,6 +36,9 @@ OTHER = "other-group"  # holds objects no request for GROUP may see or change
 # the file well under a minute on a 2-core machine (about 50 operations).
 EXAMPLES = 10
 OTHER_IDS: dict[str, str] = {}  # what the fixture created in OTHER
+# About 40 s of fuzzing plus 10 s of collection: `make test` and `make fuzz`, not `make check`
+# (conftest.py's SLOW_MODULES skips the module's collection there).
+pytestmark = pytest.mark.slow
 
 
 def _normal(path: str) -> str:
