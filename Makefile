@@ -79,15 +79,16 @@ FAST := not (integration or notebooks or slow or live)
 # machine is otherwise mostly idle, waiting on vLLM start-ups, services and the image build.
 # TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
+# $(call XDIST,<distribution>): the workers and how they share the tests, or nothing with TEST_WORKERS=0.
+XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist $(1))
 
 test: up
-	$(BIN)/python -m pytest $(XDIST) --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(call XDIST,loadscope --no-loadscope-reorder) --durations=25 $(PYTEST_ARGS)
 
 # The fast tier on both cores: its tests are short and independent, so xdist's work stealing
 # balances them (4:47 in one process, 2:32 with two workers, 2026-12-07 on a quiet machine).
 check: venv
-	$(BIN)/python -m pytest -m "$(FAST)" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(FAST)" $(call XDIST,worksteal) $(PYTEST_ARGS)
 
 # Every test that needs no service, with many more generated examples (Hypothesis profile "fuzz"),
 # before a release: the fast tier plus the slow ones of that kind (the AI API spec's fuzzing).

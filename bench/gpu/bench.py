@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shapes import model_folder
 
 from labkit import bench
+from labkit.bench.worker import on_gpu
 
 # The GPU kit's reference workload: the lab's 102 prompts, answers capped at 512 tokens; HF on
 # the first 12 in static batches of 4; the server swept up to the whole workload at once.
@@ -61,12 +62,10 @@ def open_bench(args: argparse.Namespace, plan: bench.Plan) -> bench.Bench:
 
 
 def run_vllm(b: bench.Bench, args: argparse.Namespace, plan: bench.Plan) -> None:
-    import torch
-
     b.offline_runs(plan)
     with bench.VllmServer(
         b.model_path, served_name="bench", log_path=args.out / "server.log",
-        eager=not torch.cuda.is_available(),  # CUDA graphs on a GPU; CPU graphs give garbage
+        eager=not on_gpu(),  # as the offline worker: CUDA graphs on a GPU, CPU graphs give garbage
         extra_args=["--dtype", plan.dtype, "--load-format", "dummy"],
     ) as server:  # fmt: skip
         b.direct = server.target()

@@ -35,7 +35,8 @@ def _record(request: Mapping[str, Any], n: int, **measured: Any) -> dict[str, An
     )
 
 
-def _on_gpu() -> bool:
+def on_gpu() -> bool:
+    """Whether torch sees a GPU: vLLM compiles with CUDA graphs there, and runs eager on a CPU."""
     import torch
 
     return bool(torch.cuda.is_available())
@@ -49,7 +50,7 @@ class _VllmEngine:
     def __init__(self, args: Mapping[str, Any]) -> None:
         from vllm import LLM
 
-        gpu = _on_gpu()
+        gpu = on_gpu()
         self.llm = LLM(
             model=args["model"],
             enforce_eager=not gpu,
