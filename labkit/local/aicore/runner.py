@@ -105,6 +105,7 @@ class Runner:
         self.deployment_id = deployment_id
         self.schedule_delay = schedule_delay
         self.restarts = 0
+        self._last_failure = ""  # why the container last failed: the deadline's message says it
         self._deadline = 0.0
         self.spec = spec
         self.work_dir = work_dir
@@ -116,7 +117,7 @@ class Runner:
         self._container: str | None = None
         self._tmp: Path | None = None
         self._reader: threading.Thread | None = None
-        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)  # the predictor's output, this try's
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(
@@ -193,6 +194,7 @@ class Runner:
 
     def _start_once(self, image: ImageName, auths: Mapping[str, Any]) -> None:
         """One try of the pod: the storage initializer, then the predictor until it is ready."""
+        self._tail.clear()  # the predictor's output: why this try fails is in this try's
         self.events.phase("Storage initializer: fetching the model artifact")
         try:
             models = self._storage()
@@ -266,6 +268,7 @@ class Runner:
         ``statusDetails``; DEAD once Knative's progress deadline has passed."""
         self._terminate(10)
         self.restarts += 1
+        self._last_failure = exc.message
         delay = backoff_s(self.restarts, self.settings.time_scale)
         if time.monotonic() + delay > self._deadline:
             raise RunFailed(
@@ -622,6 +625,7 @@ class Runner:
             # Progress bars redraw with \r: keep what the last redraw shows.
             text = raw.decode("utf-8", "replace").rstrip("\r\n").split("\r")[-1].rstrip()
             if text:
+                self._tail.append(text)
                 self._log(text)
 
     def _wait_ready(self) -> None:
@@ -640,10 +644,13 @@ class Runner:
             if _answers(url):
                 return
             if time.monotonic() > self._deadline:
+                # The deadline can pass while a restarted predictor is still starting, before
+                # it says anything: the last failure is then the reason worth reading.
+                last = f"; its last failure: {self._last_failure}" if self._last_failure else ""
                 raise RunFailed(
                     "ProgressDeadlineExceeded",
                     f"the predictor did not answer {url} within the progress deadline "
-                    f"({self.settings.progress_deadline:.0f} s): {self._reason()}",
+                    f"({self.settings.progress_deadline:.0f} s): {self._reason()}{last}",
                 )
             self._stop.wait(_READY_POLL_S)
 
@@ -675,7 +682,7 @@ class Runner:
         for line in reversed(lines):
             if re.search(r"\b(error|exception|killed|out of memory)\b", line, re.IGNORECASE):
                 return line.strip()
-        return lines[-1].strip() if lines else "no output"
+        return lines[-1].strip() if lines else "no output yet"
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -697,7 +704,6 @@ class Runner:
             self.events.process(None)
 
     def _log(self, line: str) -> None:
-        self._tail.append(line)
         self.events.log(line)
 
 
