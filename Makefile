@@ -33,7 +33,7 @@ venv: $(STAMP)
 # tests/test_browser.py skips). Playwright drives Debian's chromium: it cannot download its own
 # browsers here. Under systemd, Debian's docker-registry starts a registry of its own on :5000,
 # the local registry's port: stopped.
-SYSTEM_PACKAGES ?= buildah skopeo docker-registry debootstrap chromium
+SYSTEM_PACKAGES ?= buildah skopeo docker-registry mmdebstrap chromium
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

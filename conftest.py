@@ -75,6 +75,40 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(lab_dir, ignore_errors=True)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _bind_vllm_to_this_workers_cores(item)
+
+
+def _bind_vllm_to_this_workers_cores(item: pytest.Item) -> None:
+    """Under xdist, each worker's vLLM engines get cores of their own (VLLM_CPU_OMP_THREADS_BIND,
+    inherited by every server, kernel and child the worker starts from here on).
+
+    vLLM's "auto" binding pins every CPU engine's compute thread to the same core (core 0 of two,
+    the other reserved for its API server), so two workers' engines shared one core while the
+    other idled. The lab's worker (which runs a lab item first) takes the lower half of the CPUs,
+    where the lab's deployment, started by `labkit local up` with "auto", also runs; the other
+    worker the upper half. Set VLLM_CPU_OMP_THREADS_BIND yourself to choose."""
+    config = item.config
+    if not os.environ.get("PYTEST_XDIST_WORKER") or getattr(config, "_labkit_bind_chosen", False):
+        return
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ and not hasattr(config, "_labkit_bind"):
+        config._labkit_bind_chosen = True  # the caller's choice
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    lab = _is_lab_cell(item) or item.path.name in LAB_TESTS
+    if lab:
+        config._labkit_lab_worker = True
+    half = (
+        cpus[: len(cpus) // 2]
+        if getattr(config, "_labkit_lab_worker", False)
+        else cpus[len(cpus) // 2 :]
+    )
+    config._labkit_bind = ",".join(map(str, half))
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config._labkit_bind
+
+
 def _is_notebook_cell(item: pytest.Item) -> bool:
     return type(item).__name__ == "IPyNbCell"
 

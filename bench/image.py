@@ -2,7 +2,7 @@
 entrypoint's overhead: container start to /health vs the entrypoint on the host vs vLLM by hand.
 
 Builds go into a storage of their own under the image cache (image.image_dir; removed afterwards), so "cold"
-means no cached layers and an empty pip cache; the debootstrap base tarball is reused when it is
+means no cached layers and an empty pip cache; the mmdebstrap base tarball is reused when it is
 there (its first making is timed separately). Start-ups run interleaved, same model (the default
 model's tarball from the local Hub), same flags (--enforce-eager, --max-model-len 2048).
 """
@@ -73,9 +73,9 @@ def bench_build(cfg, args, scratch: Path) -> image.Image | None:
             (
                 "base image"
                 + (
-                    " (import of the cached debootstrap tar)"
+                    " (import of the cached mmdebstrap tar)"
                     if tarball_cached
-                    else " (debootstrap + import)"
+                    else " (mmdebstrap + import)"
                 ),
                 time.monotonic() - started,
                 base,

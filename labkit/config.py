@@ -120,7 +120,7 @@ class Config(BaseSettings):
     image_cache_dir: Path | None = Field(
         None,
         description="the image step's cache, shared by every checkout on this machine: the "
-        "debootstrap base and the builder's storage (default: ~/.cache/labkit/image)",
+        "mmdebstrap base and the builder's storage (default: ~/.cache/labkit/image)",
     )
     resource_group: str = Field("default", description="AI Core resource group")
     aicore_service_key_file: Path | None = Field(None, description="service key JSON file")

@@ -57,7 +57,7 @@ def build_prerequisites() -> str | None:
     if shutil.which("skopeo") is None:
         return "skopeo is not installed (make system)"
     if os.geteuid() != 0:
-        return "the CPU image's debootstrap base and buildah's chroot isolation need root"
+        return "the CPU image's mmdebstrap base and buildah's chroot isolation need root"
     if local_registry.program() is None:
         return "docker-registry is not installed (make system)"
     return None

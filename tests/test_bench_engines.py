@@ -95,7 +95,10 @@ def test_server_engine_gives_sane_complete_records(server, tokenizer) -> None:
             assert r.prompt_tokens == req.prompt_tokens  # the server counts what we counted
             assert 0 < r.ttft_s <= r.latency_s
             assert len(r.finish_reasons) == n and set(r.finish_reasons) == {"length"}
-            assert len(r.itl_s) == (req.output_tokens - 1) * n
+            # A gap per chunk: one per token, fewer when vLLM merged tokens into one chunk
+            # (CI saw 8 gaps for 12 tokens on a busy machine).
+            assert len(r.itl_s) <= (req.output_tokens - 1) * n
+            assert all(g >= 0 for g in r.itl_s) and r.ttft_s + sum(r.itl_s) / n <= r.latency_s
         assert run.output_tokens == wl.output_tokens * n
         assert run.output_tokens_per_s > 0 and run.metric("itl_s", 99) >= run.metric("itl_s", 50)
 

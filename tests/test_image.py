@@ -283,3 +283,45 @@ def test_cli_login_secret_masks_and_writes_the_real_body_only_to_a_private_file(
         "--password-stdin", input="wrong\n",
     )  # fmt: skip
     assert refused.returncode == 2 and "refused the login" in refused.stderr
+
+
+def _fake_mmdebstrap(bin_dir: Path, body: str) -> None:
+    """A program named mmdebstrap on PATH: ``body`` is its shell script (the tarball is $N-1)."""
+    exe = bin_dir / "mmdebstrap"
+    exe.write_text(f'#!/bin/sh\nfor a; do out="$prev"; prev="$a"; done\n{body}\n')
+    exe.chmod(0o755)
+
+
+def test_the_base_tarball_is_complete_or_absent(tmp_path: Path, monkeypatch) -> None:
+    """mmdebstrap's output goes to a partial name, renamed only once it exits with 0: a failed
+    or cut run leaves nothing that the next build would take for the base."""
+    from labkit.image import base
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    cfg = load_config(image_cache_dir=tmp_path / "cache")
+    folder = tmp_path / "cache" / "base"
+
+    _fake_mmdebstrap(bin_dir, 'printf half > "$out"; echo "E: cannot reach the mirror"; exit 1')
+    with pytest.raises(ImageError) as exc:
+        base._base_tarball(cfg)
+    assert "mmdebstrap" in str(exc.value) and "cannot reach the mirror" in str(exc.value)
+    assert list(folder.iterdir()) == []
+
+    _fake_mmdebstrap(bin_dir, 'printf whole > "$out"')
+    tarball = base._base_tarball(cfg)
+    assert tarball.parent == folder and tarball.read_text() == "whole"
+    assert [p.name for p in folder.iterdir()] == [tarball.name]
+    _fake_mmdebstrap(bin_dir, "exit 9")  # made once: not run again
+    assert base._base_tarball(cfg) == tarball
+
+
+def test_a_missing_mmdebstrap_says_how_to_install_it(tmp_path: Path, monkeypatch) -> None:
+    from labkit.errors import ServiceError
+    from labkit.image import base
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ServiceError) as exc:
+        base._base_tarball(load_config(image_cache_dir=tmp_path / "cache"))
+    assert "apt-get install mmdebstrap" in str(exc.value) and "\n" not in str(exc.value)

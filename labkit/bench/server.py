@@ -200,8 +200,10 @@ async def _one_request(
                 now = time.perf_counter()
                 for choice in chunk.get("choices") or []:
                     i = int(choice.get("index", 0))
-                    # vLLM sends one chunk a token; an empty text is a token that has not
-                    # finished a character yet, so it counts too.
+                    # vLLM sends a chunk a token (an empty text is a token that has not
+                    # finished a character yet), or several tokens in one chunk when this
+                    # client reads later than they come (V1's output collector merges them):
+                    # the gaps are between chunks, as `vllm bench serve` times them.
                     stamps.setdefault(i, []).append(now)
                     if choice.get("finish_reason"):
                         finish[i] = str(choice["finish_reason"])

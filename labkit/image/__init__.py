@@ -5,7 +5,7 @@ Dockerfile, a build and push with whatever builder the machine has (buildah with
 podman, or a Docker engine), the pushed digest, and the `.dockerconfigjson` body of AI Core's
 docker registry secret, its password masked everywhere but in ``body()``.
 
-The CPU variant starts from a Debian base made here with debootstrap (no registry needed), kept
+The CPU variant starts from a Debian base made here with mmdebstrap (no registry needed), kept
 as a tarball and as an image under ``<local_dir>/image``; buildah and podman keep their layers
 there too, so a second build reuses them.
 

@@ -1,4 +1,4 @@
-"""The CPU variant's base image: Debian made here with debootstrap (no registry needed), kept as a
+"""The CPU variant's base image: Debian made here with mmdebstrap (no registry needed), kept as a
 tarball and as an image in the builder's storage under the image cache, made once per package list."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from labkit.image.builder import Builder, OnLine, _build_verb, _run, image_dir, 
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-dev", "g++", "libnuma1")
 BASE_REPOSITORY = "localhost/labkit/debian-base"
-_DEBOOTSTRAP_TIMEOUT_S = 1800
+_MMDEBSTRAP_TIMEOUT_S = 1800
 
 
 def base_packages_key(mirror: str, packages: Sequence[str] = BASE_PACKAGES) -> str:
@@ -35,11 +34,11 @@ def cpu_base_ref(cfg: Config) -> str:
 
 
 def ensure_cpu_base(cfg: Config, builder: Builder, *, on_line: OnLine | None = None) -> str:
-    """The CPU base image in the builder's storage, made from a debootstrap tarball if missing."""
+    """The CPU base image in the builder's storage, made from an mmdebstrap tarball if missing."""
     ref = cpu_base_ref(cfg)
     if image_exists(builder, ref):
         return ref
-    tarball = _debootstrap_tarball(cfg, on_line=on_line)
+    tarball = _base_tarball(cfg, on_line=on_line)
     context = Path(tempfile.mkdtemp(prefix="base-", dir=image_dir(cfg)))
     try:
         os.link(tarball, context / "rootfs.tar")
@@ -57,85 +56,42 @@ def ensure_cpu_base(cfg: Config, builder: Builder, *, on_line: OnLine | None = N
     return ref
 
 
-def _debootstrap_tarball(cfg: Config, *, on_line: OnLine | None = None) -> Path:
-    """Debian 12 minbase with BASE_PACKAGES as a tarball, made once per package list and mirror."""
+def _base_tarball(cfg: Config, *, on_line: OnLine | None = None) -> Path:
+    """Debian 12 minbase with BASE_PACKAGES as a tarball, made once per package list and mirror.
+
+    mmdebstrap rather than debootstrap: apt downloads the packages in parallel and the tarball is
+    written straight from the chroot, in about half debootstrap's time (bench/image.py). Docs and
+    man pages are never unpacked (dpkg's path-exclude); apt's lists and caches are removed."""
     key = base_packages_key(cfg.debian_mirror)
     folder = image_dir(cfg) / "base"
     tarball = folder / f"{BASE_SUITE}-{key}.tar"
     if tarball.is_file():
         return tarball
-    exe = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
+    exe = shutil.which("mmdebstrap")
     if exe is None:
         raise ServiceError(
-            "the CPU image's base needs debootstrap, which is not installed",
-            "install it (`apt-get install debootstrap`, or `make system`)",
-        )
-    if os.geteuid() != 0:
-        raise ServiceError(
-            "debootstrap must run as root to make the CPU image's base",
-            "run the image step as root once (the base is cached), or use a Docker engine",
+            "the CPU image's base needs mmdebstrap, which is not installed",
+            "install it (`apt-get install mmdebstrap`, or `make system`)",
         )
     folder.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{BASE_SUITE}-", dir=folder))
-    root = work / "rootfs"
+    partial = Path(tempfile.mkstemp(prefix=f".{BASE_SUITE}-", suffix=".tar", dir=folder)[1])
     try:
         _run(
             [
                 exe,
                 "--variant=minbase",
                 f"--include={','.join(BASE_PACKAGES)}",
+                *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("man", "info", "doc")),
+                "--dpkgopt=path-include=/usr/share/doc/*/copyright",
                 BASE_SUITE,
-                str(root),
+                str(partial),
                 cfg.debian_mirror,
             ],
             on_line=on_line,
-            timeout=_DEBOOTSTRAP_TIMEOUT_S,
-            what="debootstrap",
+            timeout=_MMDEBSTRAP_TIMEOUT_S,
+            what="mmdebstrap",
         )
-        _slim_rootfs(root)
-        partial = work / "rootfs.tar"
-        _run(
-            [
-                "tar",
-                "--numeric-owner",
-                "--xattrs",
-                "-C",
-                str(root),
-                "--exclude=./proc/*",
-                "--exclude=./sys/*",
-                "--exclude=./dev/*",
-                "-cf",
-                str(partial),
-                ".",
-            ],
-            what="tar (base)",
-        )
-        partial.rename(tarball)
+        partial.rename(tarball)  # complete, or not there at all
     finally:
-        _unmount_below(work)  # a failed debootstrap can leave proc or sys mounted in the rootfs
-        shutil.rmtree(work, ignore_errors=True)
+        partial.unlink(missing_ok=True)
     return tarball
-
-
-def _unmount_below(path: Path) -> None:
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return
-    inside = [m.split()[1] for m in mounts if m.split()[1].startswith(f"{path}/")]
-    for point in sorted(inside, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-
-def _slim_rootfs(root: Path) -> None:
-    """Drop what a server image never reads: apt's caches and lists, docs, man pages."""
-    for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*"):
-        for path in root.glob(pattern):
-            if path.is_file():
-                path.unlink()
-    for sub in ("usr/share/man", "usr/share/info"):
-        for path in (root / sub).glob("*"):
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    for path in (root / "usr/share/doc").rglob("*"):
-        if (path.is_file() or path.is_symlink()) and path.name != "copyright":
-            path.unlink()

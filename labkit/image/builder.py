@@ -64,7 +64,7 @@ class Builder:
 
 
 def image_dir(cfg: Config) -> Path:
-    """The image step's cache, one per machine (LABKIT_IMAGE_CACHE_DIR): the debootstrap base and
+    """The image step's cache, one per machine (LABKIT_IMAGE_CACHE_DIR): the mmdebstrap base and
     the builder's storage with its layers, so a second checkout builds on what the first made."""
     return cfg.image_cache_dir
 

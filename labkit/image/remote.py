@@ -55,6 +55,7 @@ def push(
                 )
                 if auth is not None:
                     argv += ["--authfile", str(auth / "config.json")]
+                argv += local_push_options(ref)
                 argv += [str(ref), f"docker://{ref}"]
                 _run(
                     argv,
@@ -71,6 +72,14 @@ def push(
     with contextlib.suppress(ImageError, ServiceError):
         image.pushed_bytes = inspect(ref, login=login).pushed_bytes
     return image
+
+
+def local_push_options(ref: ImageRef) -> list[str]:
+    """To a registry on this machine (the local profile's), gzip at its fastest level: the CPU
+    image's 2.4 GB vLLM layer pushed in about 20 s instead of 27 (2026-12-07, a fresh registry,
+    two rounds each), for a 1.3x larger blob that never leaves the machine. Any other registry
+    gets buildah's default level. zstd was no faster here than gzip at level 1."""
+    return ["--compression-level", "1"] if is_loopback(ref.registry) else []
 
 
 def _docker_digest(builder: Builder, ref: ImageRef) -> str:

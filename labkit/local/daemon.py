@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -188,6 +189,8 @@ def tool_env(root: Path, extra: str, *, python: str = sys.executable) -> Path:
     """A venv of its own for a service program (kept apart from vLLM's pins); returns its bin dir.
 
     Built once per set of requirements: a stamp file holds the requirement list it was built for.
+    With uv beside the lab's Python (the `dev` extra; `make venv` installs it) the venv is made
+    by uv from its cache, in seconds; otherwise by venv and pip (half a minute per service).
     """
     reqs = extra_requirements(extra)
     env_dir = root / extra
@@ -195,17 +198,37 @@ def tool_env(root: Path, extra: str, *, python: str = sys.executable) -> Path:
     bin_dir = env_dir / "bin"
     if stamp.exists() and stamp.read_text() == "\n".join(reqs):
         return bin_dir
-    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-    proc = subprocess.run(
-        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *reqs],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ServiceError(
-            f"installing {' '.join(reqs)} for the local services failed ({last})",
-            "check that PyPI is reachable, then run `labkit local up` again",
-        )
+    uv = Path(sys.executable).parent / "uv"
+    if uv.is_file():
+        shutil.rmtree(env_dir, ignore_errors=True)
+        steps = [
+            [str(uv), "venv", "--quiet", "--python", python, str(env_dir)],
+            # uv reads no pip configuration: the wheel folders pip is pointed at are passed on.
+            [str(uv), "pip", "install", "--quiet", "--system-certs", "--python",
+             str(bin_dir / "python"), *_find_links(), *reqs],
+        ]  # fmt: skip
+    else:
+        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        steps = [[str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *reqs]]
+    for argv in steps:
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ServiceError(
+                f"installing {' '.join(reqs)} for the local services failed ({last})",
+                "check that PyPI is reachable, then run `labkit local up` again",
+            )
     stamp.write_text("\n".join(reqs))
     return bin_dir
+
+
+def _find_links() -> list[str]:
+    """``--find-links`` for each wheel folder pip is pointed at (PIP_FIND_LINKS, pip's config)."""
+    folders = os.environ.get("PIP_FIND_LINKS", "").split()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        folders += out.stdout.split() if out.returncode == 0 else []
+    return [arg for folder in dict.fromkeys(folders) for arg in ("--find-links", folder)]

@@ -6,6 +6,7 @@ environment as Kubernetes and this machine make them."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -151,6 +152,10 @@ def predictor_env(spec: RunSpec, *, port: int, models: str, gpu: bool) -> dict[s
     if not gpu:
         for key, value in CPU_DEFAULTS.items():
             env.setdefault(key, value)
+        # The cores this machine gives vLLM's engines, where it chooses (the test suite gives
+        # each worker its own: conftest.py): the node's allotment, not the template's business.
+        if bind := os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
     return env
 
 
