@@ -411,9 +411,11 @@ def test_the_deadline_quotes_the_last_failure_when_the_restarted_predictor_says_
         "time.sleep(600)\n"
     )
     monkeypatch.setattr(runner_mod, "check_image", lambda image, auths: "sha256:0")
+    # A 6 s deadline (scale 0.01): room for the first start to crash even on a busy machine.
     runner, events = _runner(
-        tmp_path, env={"CRASH_ONCE": str(tmp_path / "crashed")}, predictor=silent_after_a_crash
-    )
+        tmp_path, env={"CRASH_ONCE": str(tmp_path / "crashed")}, predictor=silent_after_a_crash,
+        scale=0.01,
+    )  # fmt: skip
     runner.start()
     try:
         wait_for(lambda: "dead" in events.kinds(), "the progress deadline")
@@ -423,7 +425,7 @@ def test_the_deadline_quotes_the_last_failure_when_the_restarted_predictor_says_
     reason, why = events.calls[-1][1]
     assert reason == "ProgressDeadlineExceeded", why
     assert why.endswith(
-        "(3 s): no output yet; its last failure: the predictor exited with code 3 before it was "
+        "(6 s): no output yet; its last failure: the predictor exited with code 3 before it was "
         "ready: boom: the model does not load"
     ), why
 
