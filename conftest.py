@@ -52,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
         LABKIT_PROFILE="local",
         MPLBACKEND="Agg",
     )
+    config._labkit_vllm_cores = _worker_cores()  # pytest_runtest_setup
     config._labkit_lab_run = LabRun(lab_dir / "runs" / "nbval")
     config.pluginmanager.register(config._labkit_lab_run, "labkit-lab-run")
 
@@ -76,10 +77,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    _bind_vllm_to_this_workers_cores(item)
-
-
-def _bind_vllm_to_this_workers_cores(item: pytest.Item) -> None:
     """Under xdist, each worker's vLLM engines get cores of their own (VLLM_CPU_OMP_THREADS_BIND,
     inherited by every server, kernel and child the worker starts from here on).
 
@@ -89,24 +86,25 @@ def _bind_vllm_to_this_workers_cores(item: pytest.Item) -> None:
     where the lab's deployment, started by `labkit local up` with "auto", also runs; the other
     worker the upper half. Set VLLM_CPU_OMP_THREADS_BIND yourself to choose."""
     config = item.config
-    if not os.environ.get("PYTEST_XDIST_WORKER") or getattr(config, "_labkit_bind_chosen", False):
+    if config._labkit_vllm_cores is None:
         return
-    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ and not hasattr(config, "_labkit_bind"):
-        config._labkit_bind_chosen = True  # the caller's choice
-        return
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return
-    lab = _is_lab_cell(item) or item.path.name in LAB_TESTS
-    if lab:
+    if _is_lab_cell(item) or item.path.name in LAB_TESTS:
         config._labkit_lab_worker = True
-    half = (
-        cpus[: len(cpus) // 2]
-        if getattr(config, "_labkit_lab_worker", False)
-        else cpus[len(cpus) // 2 :]
-    )
-    config._labkit_bind = ",".join(map(str, half))
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config._labkit_bind
+    lab_cores, other_cores = config._labkit_vllm_cores
+    lab_worker = getattr(config, "_labkit_lab_worker", False)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = lab_cores if lab_worker else other_cores
+
+
+def _worker_cores() -> tuple[str, str] | None:
+    """The lab worker's and the other worker's cores, as VLLM_CPU_OMP_THREADS_BIND lists; None
+    outside xdist, with fewer than two CPUs, or where the caller set the variable."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    half = len(cpus) // 2
+    if half == 0:
+        return None
+    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:]))
 
 
 def _is_notebook_cell(item: pytest.Item) -> bool:

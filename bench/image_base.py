@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from labkit.config import load_config
-from labkit.image.base import BASE_PACKAGES, BASE_SUITE
+from labkit.image.base import BASE_PACKAGES, BASE_SUITE, mmdebstrap_argv
 
 
 def _debootstrap(mirror: str, work: Path) -> float:
@@ -38,15 +38,10 @@ def _debootstrap(mirror: str, work: Path) -> float:
 
 
 def _mmdebstrap(mirror: str, work: Path) -> float:
-    """The arguments labkit.image.base passes."""
+    """The command labkit.image.base runs."""
     started = time.monotonic()
-    subprocess.run(
-        ["mmdebstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-         *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("man", "info", "doc")),
-         "--dpkgopt=path-include=/usr/share/doc/*/copyright", BASE_SUITE,
-         str(work / "rootfs.tar"), mirror],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    argv = mmdebstrap_argv("mmdebstrap", mirror, work / "rootfs.tar")
+    subprocess.run(argv, check=True, capture_output=True)
     return time.monotonic() - started
 
 

@@ -166,3 +166,15 @@ def test_the_user_suffix_is_a_valid_id_part_and_deterministic(monkeypatch):
         assert len(value) <= 63
     monkeypatch.setattr(names.getpass, "getuser", lambda: (_ for _ in ()).throw(OSError("none")))
     assert names.default_lab_id() == "labkit-vllm-user"
+
+
+def test_pip_find_links_are_the_existing_folders_once(tmp_path, monkeypatch) -> None:
+    from labkit.util import pip
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{a} file://{b} {tmp_path / 'missing'} relative/dir {a}")
+    found = pip.find_links()
+    assert found[:2] == [a, b] and tmp_path / "missing" not in found
+    assert all(p.is_absolute() and p.is_dir() for p in found) and len(set(found)) == len(found)

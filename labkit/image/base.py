@@ -56,6 +56,20 @@ def ensure_cpu_base(cfg: Config, builder: Builder, *, on_line: OnLine | None = N
     return ref
 
 
+def mmdebstrap_argv(exe: str, mirror: str, tarball: Path) -> list[str]:
+    """The command that writes the base's tarball (bench/image_base.py times the same one)."""
+    return [
+        exe,
+        "--variant=minbase",
+        f"--include={','.join(BASE_PACKAGES)}",
+        *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("man", "info", "doc")),
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        BASE_SUITE,
+        str(tarball),
+        mirror,
+    ]
+
+
 def _base_tarball(cfg: Config, *, on_line: OnLine | None = None) -> Path:
     """Debian 12 minbase with BASE_PACKAGES as a tarball, made once per package list and mirror.
 
@@ -78,16 +92,7 @@ def _base_tarball(cfg: Config, *, on_line: OnLine | None = None) -> Path:
     partial = Path(tempfile.mkstemp(prefix=f".{BASE_SUITE}-", suffix=".tar", dir=folder)[1])
     try:
         _run(
-            [
-                exe,
-                "--variant=minbase",
-                f"--include={','.join(BASE_PACKAGES)}",
-                *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("man", "info", "doc")),
-                "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-                BASE_SUITE,
-                str(partial),
-                cfg.debian_mirror,
-            ],
+            mmdebstrap_argv(exe, cfg.debian_mirror, partial),
             on_line=on_line,
             timeout=_MMDEBSTRAP_TIMEOUT_S,
             what="mmdebstrap",

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 import tomllib
@@ -29,6 +28,7 @@ from labkit.image.builder import (
     image_dir,
 )
 from labkit.image.tags import ImageError, ImageRef
+from labkit.util import pip
 from labkit.util.fs import file_lock
 
 Variant = Literal["cpu", "gpu"]
@@ -150,15 +150,8 @@ def wheels_dir(cfg: Config) -> Path | None:
     """Local wheels for pip in the build: LABKIT_IMAGE_WHEELS_DIR, else pip's find-links folder."""
     if cfg.image_wheels_dir is not None:
         return cfg.image_wheels_dir if cfg.image_wheels_dir.is_dir() else None
-    candidates = [os.environ.get("PIP_FIND_LINKS", "")]
-    out = capture([sys.executable, "-m", "pip", "config", "list"], timeout=30) or ""
-    candidates += re.findall(r"find-links='([^']*)'", out)
-    for value in candidates:
-        for item in value.split():
-            path = Path(item.removeprefix("file://"))
-            if path.is_absolute() and path.is_dir():
-                return path
-    return None
+    folders = pip.find_links()
+    return folders[0] if folders else None
 
 
 def uv_cache_dir() -> Path | None:

@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
 from labkit.errors import ServiceError
+from labkit.util import pip
 from labkit.util.fs import file_lock
 from labkit.util.procs import GRACE_S, is_zombie, stop_group
 
@@ -205,7 +206,9 @@ def tool_env(root: Path, extra: str, *, python: str = sys.executable) -> Path:
             [str(uv), "venv", "--quiet", "--python", python, str(env_dir)],
             # uv reads no pip configuration: the wheel folders pip is pointed at are passed on.
             [str(uv), "pip", "install", "--quiet", "--system-certs", "--python",
-             str(bin_dir / "python"), *_find_links(), *reqs],
+             str(bin_dir / "python"),
+             *(arg for folder in pip.find_links() for arg in ("--find-links", str(folder))),
+             *reqs],
         ]  # fmt: skip
     else:
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
@@ -220,15 +223,3 @@ def tool_env(root: Path, extra: str, *, python: str = sys.executable) -> Path:
             )
     stamp.write_text("\n".join(reqs))
     return bin_dir
-
-
-def _find_links() -> list[str]:
-    """``--find-links`` for each wheel folder pip is pointed at (PIP_FIND_LINKS, pip's config)."""
-    folders = os.environ.get("PIP_FIND_LINKS", "").split()
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "get", "global.find-links"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        folders += out.stdout.split() if out.returncode == 0 else []
-    return [arg for folder in dict.fromkeys(folders) for arg in ("--find-links", folder)]
