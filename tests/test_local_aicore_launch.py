@@ -104,6 +104,7 @@ def test_registered_as_the_last_local_service() -> None:
 
 
 def test_the_token_endpoint_runs_as_its_own_program(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("LABKIT_AICORE_TOKEN_PORT", raising=False)  # the default: the next port
     cfg = Config(local_dir=tmp_path, aicore_port=8200)
     argv = aicore.launch.token_argv(cfg)
     assert argv[1:3] == ["-m", "labkit.local.aicore.tokens"]
