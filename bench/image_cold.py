@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from labkit import image
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Run with each side's python in its checkout; the two labkits share this much of their API.
@@ -76,15 +78,9 @@ def cold_build(checkout: Path) -> dict:
     finally:
         for storage in storage_roots:
             if storage.is_dir():
-                argv = [
-                    "buildah",
-                    "--root",
-                    str(storage / "root"),
-                    "--runroot",
-                    str(storage / "run"),
-                ]
-                subprocess.run([*argv, "rm", "--all"], capture_output=True)
-                subprocess.run([*argv, "rmi", "--all", "--force"], capture_output=True)
+                builder = image.Builder("buildah", "buildah", storage)
+                subprocess.run(builder.argv("rm", "--all"), capture_output=True)
+                subprocess.run(builder.argv("rmi", "--all", "--force"), capture_output=True)
         shutil.rmtree(cache, ignore_errors=True)
 
 

@@ -6,8 +6,9 @@ podman, or a Docker engine), the pushed digest, and the `.dockerconfigjson` body
 docker registry secret, its password masked everywhere but in ``body()``.
 
 The CPU variant starts from a Debian base made here with mmdebstrap (no registry needed), kept
-as a tarball and as an image under ``<local_dir>/image``; buildah and podman keep their layers
-there too, so a second build reuses them.
+as a tarball and as an image in the machine's image cache (``builder.image_dir``,
+LABKIT_IMAGE_CACHE_DIR); buildah and podman keep their layers there too, so a second build, from
+any checkout, reuses them.
 
 Modules: ``tags`` (tag rules and references), ``registry`` (the registry API, login and AI
 Core's secret), ``hadolint`` (the Dockerfile linted), ``builder`` (which builder, its command
